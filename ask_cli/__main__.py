@@ -1,0 +1,3 @@
+from ask_cli.cli import app
+
+app(prog_name="ask")

@@ -1,0 +1,65 @@
+"""Where the stack keeps its files, and the master key both the proxy and `ask` use.
+
+Stdlib only: `ask` imports this on every call, including the cache-hit path.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+KEY_ENV = "LITELLM_MASTER_KEY"
+
+
+def _xdg(var: str, fallback: str) -> Path:
+    value = os.environ.get(var)
+    return Path(value) if value else Path.home() / fallback
+
+
+def config_dir() -> Path:
+    """`$XDG_CONFIG_HOME/ask` or `~/.config/ask`: the key file lives here."""
+    return _xdg("XDG_CONFIG_HOME", ".config") / "ask"
+
+
+def data_dir() -> Path:
+    """`$XDG_DATA_HOME/ask` or `~/.local/share/ask`: logs and caches live here."""
+    return _xdg("XDG_DATA_HOME", ".local/share") / "ask"
+
+
+def private_dir(path: Path) -> Path:
+    """Create `path` (mode 0700) if needed; the files inside say what the user asked."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return path
+
+
+def key_file() -> Path:
+    return config_dir() / "master.key"
+
+
+def master_key(create: bool = True) -> str | None:
+    """The proxy's master key: `LITELLM_MASTER_KEY` if set, else the 0600 key file, made once if absent.
+
+    A random key stored where only the user can read it keeps the stack closed with zero set-up.
+    """
+    env = os.environ.get(KEY_ENV, "").strip()
+    if env:
+        return env
+    path = key_file()
+    try:
+        key = path.read_text(encoding="utf-8").strip()
+        if key:
+            return key
+    except FileNotFoundError:
+        pass
+    if not create:
+        return None
+    private_dir(path.parent)
+    key = "sk-" + secrets.token_hex(32)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another process made it first: use theirs
+        return path.read_text(encoding="utf-8").strip()
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(key + "\n")
+    return key

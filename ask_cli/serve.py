@@ -1,0 +1,131 @@
+"""`ask serve`: the embedded model and the LiteLLM proxy, started together and stopped together.
+
+Binds 127.0.0.1, passes the master key through the environment (never on a command line), and runs the
+proxy from the config's directory so `plugins.*` resolve exactly as with `litellm --config` by hand.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from ask_cli import paths, stack_config
+
+READY_TIMEOUT_S = 120.0
+
+
+@dataclass
+class Stack:
+    config: Path
+    host: str = "127.0.0.1"
+    port: int = 4000
+    embedded: bool = True
+    log: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True)
+    children: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def environment(self) -> dict[str, str]:
+        from plugins.environment import BACKEND_DEFAULTS
+
+        env = dict(os.environ)
+        for name, value in BACKEND_DEFAULTS.items():
+            env.setdefault(name, value)
+        env[paths.KEY_ENV] = paths.master_key() or ""
+        env.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # offline: never fetch the cost map
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        return env
+
+    def start(self) -> None:
+        config = stack_config.load(self.config)
+        stack_config.check_plugins(config, self.config)
+        env = self.environment()
+        if self.embedded:
+            self._start_embedded(env)
+        litellm = shutil.which("litellm", path=str(Path(sys.executable).parent)) or shutil.which("litellm")
+        if litellm is None:
+            raise RuntimeError("the litellm command is not installed: pip install -e . (see README)")
+        cmd = [litellm, "--config", str(self.config.resolve()), "--host", self.host, "--port", str(self.port)]
+        self._spawn("proxy", cmd, env, cwd=self.config.resolve().parent)
+        if not self._wait(f"{self.url}/health/liveliness", "proxy"):
+            raise RuntimeError(f"the proxy did not answer on {self.url} within {READY_TIMEOUT_S:.0f} s")
+        self.log(f"proxy listening on {self.url}/v1 (master key in {paths.key_file()} or $LITELLM_MASTER_KEY)")
+
+    def _start_embedded(self, env: dict[str, str]) -> None:
+        base = env["TINY_API_BASE"]
+        parts = urlsplit(base)
+        if parts.hostname not in ("127.0.0.1", "localhost", "::1"):
+            return  # someone else's server: the proxy reaches it as configured
+        root = base.rstrip("/").removesuffix("/v1")
+        if _answers(f"{root}/health"):
+            self.log(f"embedded model: reusing the server already on {root}")
+            return
+        cmd = [sys.executable, "-m", "ask_cli.embedded", "--host", "127.0.0.1", "--port", str(parts.port or 11435)]
+        self._spawn("embedded model", cmd, env)
+        if not self._wait(f"{root}/health", "embedded model"):
+            raise RuntimeError(f"the embedded model did not answer on {root} within {READY_TIMEOUT_S:.0f} s")
+
+    def _spawn(self, name: str, cmd: list[str], env: dict[str, str], cwd: Path | None = None) -> None:
+        proc = subprocess.Popen(cmd, env=env, cwd=cwd, start_new_session=True)  # noqa: S603
+        self.children.append((name, proc))
+
+    def _wait(self, url: str, name: str) -> bool:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while time.monotonic() < deadline:
+            for child, proc in self.children:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"{child} exited with code {proc.returncode} while starting (see above)")
+            if _answers(url):
+                return True
+            time.sleep(0.25)
+        return False
+
+    def watch(self) -> int:
+        """Block until a child exits (then report it) or a signal arrives; 0 on a clean stop."""
+        stop = {"signal": 0}
+
+        def on_signal(signum: int, _frame: object) -> None:
+            stop["signal"] = signum
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+        while not stop["signal"]:
+            for name, proc in self.children:
+                if proc.poll() is not None:
+                    self.log(f"{name} exited with code {proc.returncode}; stopping the stack")
+                    return 1
+            time.sleep(0.2)
+        return 0
+
+    def stop(self) -> None:
+        for _name, proc in reversed(self.children):
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        for _name, proc in reversed(self.children):
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        self.children.clear()
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:  # noqa: S310 - loopback health checks
+            return resp.status < 500
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        return False

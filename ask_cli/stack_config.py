@@ -1,0 +1,80 @@
+"""Reading litellm-config.yaml before the proxy does, so a broken config fails in one clear line."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+CONFIG_ENV = "ASK_LITELLM_CONFIG"
+CONFIG_NAME = "litellm-config.yaml"
+
+
+class ConfigError(Exception):
+    """The config cannot run; the message says what and where."""
+
+
+def default_config_path() -> Path:
+    """`$ASK_LITELLM_CONFIG`, else ./litellm-config.yaml, else the one in this checkout."""
+    configured = os.environ.get(CONFIG_ENV)
+    if configured:
+        return Path(configured).expanduser()
+    here = Path.cwd() / CONFIG_NAME
+    if here.exists():
+        return here
+    return Path(__file__).resolve().parent.parent / CONFIG_NAME
+
+
+def load(path: Path) -> dict[str, Any]:
+    import yaml
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file (pass --config or set {CONFIG_ENV})") from None
+    try:
+        config = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{path}:{where}: not valid YAML ({problem})") from None
+    if not isinstance(config, dict) or not isinstance(config.get("model_list"), list):
+        raise ConfigError(f"{path}: expected a mapping with a model_list")
+    return config
+
+
+def callbacks(config: dict[str, Any]) -> list[str]:
+    names = (config.get("litellm_settings") or {}).get("callbacks") or []
+    return [n for n in names if isinstance(n, str) and "." in n]
+
+
+def check_plugins(config: dict[str, Any], path: Path) -> None:
+    """Every `module.attribute` callback must exist, found the way LiteLLM finds it (next to the config)."""
+    root = str(path.resolve().parent)
+    added = root not in sys.path
+    if added:
+        sys.path.insert(0, root)
+    try:
+        for ref in callbacks(config):
+            module, _, attr = ref.rpartition(".")
+            file = Path(root, *module.split(".")).with_suffix(".py")
+            try:
+                found = file.exists() or importlib.util.find_spec(module) is not None
+            except ModuleNotFoundError:
+                found = False
+            if not found:
+                raise ConfigError(f"{path}: callback '{ref}' not found (no module {module}): "
+                                  "fix litellm_settings.callbacks")
+            source = file.read_text(encoding="utf-8") if file.exists() else ""
+            if file.exists() and f"{attr} =" not in source and f"def {attr}" not in source:
+                raise ConfigError(f"{path}: callback '{ref}': {file.name} defines no '{attr}'")
+    finally:
+        if added:
+            sys.path.remove(root)
+
+
+def tiers(config: dict[str, Any]) -> list[dict[str, Any]]:
+    return [m for m in config.get("model_list", []) if isinstance(m, dict) and m.get("model_name")]

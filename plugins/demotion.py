@@ -1,0 +1,214 @@
+"""The demotion log: one JSON line and one WARNING per demoted request, and an optional webhook alert.
+
+Hooks: `async_post_call_failure_deployment_hook` collects each failed attempt with a short reason;
+`async_log_success_event` writes the record when the tier that answered is not the tier asked for;
+`async_post_call_failure_hook` writes it when the whole chain failed, and rewrites the client's error to
+name every tier tried and why. Silent demotion is worse than honest failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import re
+import time
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+from litellm.integrations.custom_logger import CustomLogger
+
+import plugins.environment  # noqa: F401  (loopback defaults and the master key)
+from ask_cli.paths import data_dir, private_dir
+from plugins import provenance
+
+log = logging.getLogger("local_llm_stack.demotion")
+if not log.handlers:  # the proxy configures LiteLLM's loggers only: give ours a visible WARNING line
+    _handler = logging.StreamHandler()
+    _handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s local-llm-stack: %(message)s"))
+    log.addHandler(_handler)
+    log.propagate = False
+
+LOG_ENV = "DEMOTION_LOG"
+WEBHOOK_ENV = "DEMOTION_WEBHOOK_URL"
+WEBHOOK_INTERVAL_ENV = "DEMOTION_WEBHOOK_MIN_INTERVAL_S"
+PENDING_LIMIT = 2048  # calls whose failed hops wait for their outcome; old ones are dropped
+
+
+def short_reason(exc: BaseException) -> str:
+    """A few words a user can act on: `connection refused`, `timeout`, `HTTP 500: <backend's words>`."""
+    name = type(exc).__name__
+    text = str(exc)
+    low = text.lower()
+    if any(s in low for s in ("connection refused", "connecterror", "all connection attempts failed",
+                              "cannot connect to host", "connect call failed", "connection error")):
+        return "connection refused"
+    if "timeout" in name.lower() or "timed out" in low or "timeout" in low:
+        return "timeout"
+    if "contextwindow" in name.lower() or "context window" in low or "context length" in low:
+        return "context window exceeded"
+    if any(s in low for s in ("disconnected", "peer closed", "incomplete", "remoteprotocolerror", "reset by peer")):
+        return "connection dropped"
+    status = getattr(exc, "status_code", None)
+    detail = _backend_words(text)
+    if status == 404:
+        return f"not found (404): {detail}" if detail else "not found (404)"
+    if status:
+        return f"HTTP {status}: {detail}" if detail else f"HTTP {status}"
+    return detail or name
+
+
+def _backend_words(text: str) -> str:
+    """The backend's own error text, without LiteLLM's class-name prefixes, kept to one short line."""
+    match = re.search(r'"error"\s*:\s*"((?:[^"\\]|\\.)*)"', text)
+    words = match.group(1) if match else re.sub(r"^(litellm\.\w+:\s*)?(\w+Exception\s*-\s*)?", "", text)
+    words = " ".join(words.split())
+    return words[:120] + ("…" if len(words) > 120 else "")
+
+
+def log_path() -> Path:
+    configured = os.environ.get(LOG_ENV)
+    return Path(configured).expanduser() if configured else data_dir() / "demotions.jsonl"
+
+
+def append_record(path: Path, record: dict[str, Any]) -> None:
+    """One `write` of one line with O_APPEND: lines from concurrent writers never interleave."""
+    private_dir(path.parent)
+    line = (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        os.write(fd, line)
+    finally:
+        os.close(fd)
+
+
+class Webhook:
+    """A Slack-compatible alert, at most one per interval, sent in the background and never raised."""
+
+    def __init__(self, url: str | None, min_interval_s: float) -> None:
+        self.url = url
+        self.min_interval_s = min_interval_s
+        self._last = float("-inf")
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def fire(self, text: str) -> None:
+        now = time.monotonic()
+        if not self.url or now - self._last < self.min_interval_s:
+            return
+        self._last = now
+        task = asyncio.get_running_loop().create_task(self._post(text))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _post(self, text: str) -> None:
+        try:
+            import httpx
+
+            async with httpx.AsyncClient(timeout=5.0) as client:
+                await client.post(str(self.url), json={"text": text})
+        except Exception as exc:  # noqa: BLE001 - an alert must never affect serving
+            log.warning("demotion webhook failed: %s", short_reason(exc))
+
+
+class DemotionLog(CustomLogger):
+    def __init__(self) -> None:
+        super().__init__()
+        self._hops: OrderedDict[str, list[dict[str, str]]] = OrderedDict()
+        self.webhook = Webhook(
+            os.environ.get(WEBHOOK_ENV) or None, float(os.environ.get(WEBHOOK_INTERVAL_ENV, "300"))
+        )
+
+    # -- collecting failed attempts -------------------------------------------------------------------
+    async def async_post_call_failure_deployment_hook(
+        self, request_data: Any, exception: Exception, call_type: Any, fallback_depth: int | None = None
+    ) -> None:
+        call_id = request_data.get("litellm_call_id")
+        if not call_id:
+            return
+        metadata = request_data.get("metadata") or {}
+        tier = metadata.get("model_group") or str(request_data.get("model", "?"))
+        self._hops.setdefault(call_id, []).append({"tier": tier, "reason": short_reason(exception)})
+        self._hops.move_to_end(call_id)
+        while len(self._hops) > PENDING_LIMIT:
+            self._hops.popitem(last=False)
+
+    # -- outcomes -------------------------------------------------------------------------------------
+    async def async_log_success_event(self, kwargs: dict, response_obj: Any, start_time: Any, end_time: Any) -> None:
+        call_id = kwargs.get("litellm_call_id") or ""
+        hops = self._hops.pop(call_id, [])
+        metadata = (kwargs.get("litellm_params") or {}).get("metadata") or {}
+        requested = metadata.get("original_model_group") or metadata.get("model_group")
+        served = (kwargs.get("standard_logging_object") or {}).get("model_group")
+        if not requested or not served or requested == served:
+            return
+        self._write(
+            call_id=call_id,
+            requested=requested,
+            served=served,
+            hops=hops,
+            stream=bool(kwargs.get("stream")),
+            latency_s=_seconds(start_time, end_time),
+        )
+
+    async def async_post_call_failure_hook(
+        self,
+        request_data: dict,
+        original_exception: Exception,
+        user_api_key_dict: Any,
+        traceback_str: str | None = None,
+    ) -> Any:
+        call_id = request_data.get("litellm_call_id") or ""
+        hops = self._hops.pop(call_id, [])
+        requested = request_data.get("model")
+        if not hops or not isinstance(requested, str):
+            return None
+        self._write(
+            call_id=call_id, requested=requested, served=None, hops=hops,
+            stream=bool(request_data.get("stream")), latency_s=None,
+        )
+        from fastapi import HTTPException
+
+        tried = "; ".join(f"{h['tier']}: {h['reason']}" for h in hops)
+        status = getattr(original_exception, "status_code", None) or 503
+        return HTTPException(
+            status_code=int(status) if int(status) >= 400 else 503,
+            detail=f"every tier in the chain for '{requested}' failed ({tried}). Run `ask doctor` to see why.",
+        )
+
+    # -- writing --------------------------------------------------------------------------------------
+    def _write(
+        self, *, call_id: str, requested: str, served: str | None, hops: list[dict[str, str]],
+        stream: bool, latency_s: float | None,
+    ) -> None:
+        record = {
+            "ts": round(time.time(), 3),
+            "call_id": call_id,
+            "requested": requested,
+            "served": served,
+            "failed": [f"{h['tier']}: {h['reason']}" for h in hops],
+            "hops": len(hops),
+            "stream": stream,
+            "latency_s": latency_s,
+        }
+        why = ", ".join(record["failed"]) or "no failure was reported"
+        if served is None:
+            log.warning("[failed: %s] (%s)", requested, why)
+        else:
+            log.warning("%s (%s)", provenance.degraded_marker(requested, served), why)
+            self.webhook.fire(f"fallback fired: used {served} because {requested} failed ({why})")
+        try:
+            append_record(log_path(), record)
+        except OSError as exc:
+            log.warning("could not write the demotion log %s: %s", log_path(), exc.strerror or exc)
+
+
+def _seconds(start: Any, end: Any) -> float | None:
+    try:
+        return round((end - start).total_seconds(), 3)
+    except (TypeError, AttributeError):
+        return None
+
+
+handler = DemotionLog()

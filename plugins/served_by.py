@@ -1,0 +1,48 @@
+"""Response headers: `X-Served-By: <tier that answered>` and, when demoted, `X-Demoted-From: <tier asked for>`.
+
+Non-streaming responses get them from `async_post_call_response_headers_hook`. For streams that hook runs
+before the first chunk and can be stale after a fallback, so the streaming iterator hook writes the
+headers into the stream's hidden params just before the first chunk leaves, when the served deployment
+is known.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+from typing import Any
+
+from litellm.integrations.custom_logger import CustomLogger
+
+import plugins.environment  # noqa: F401  (loopback defaults and the master key)
+from plugins import provenance
+
+
+class ServedBy(CustomLogger):
+    async def async_post_call_response_headers_hook(
+        self,
+        data: dict,
+        user_api_key_dict: Any,
+        response: Any,
+        request_headers: dict[str, str] | None = None,
+        litellm_call_info: dict[str, Any] | None = None,
+    ) -> dict[str, str] | None:
+        if response is None or data.get("stream"):
+            return None
+        found = provenance.of_response(data, response)
+        return found.headers() if found else None
+
+    async def async_post_call_streaming_iterator_hook(
+        self, user_api_key_dict: Any, response: Any, request_data: dict
+    ) -> AsyncGenerator[Any, None]:
+        first = True
+        async for chunk in response:
+            if first:
+                first = False
+                found = provenance.of_response(request_data, response)
+                hp = provenance.hidden_params(response)
+                if found and hp is not None:
+                    hp.setdefault("additional_headers", {}).update(found.headers())
+            yield chunk
+
+
+handler = ServedBy()
