@@ -15,6 +15,8 @@ import os
 import re
 import time
 from collections import OrderedDict
+from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -116,11 +118,18 @@ class DemotionLog(CustomLogger):
     def __init__(self) -> None:
         super().__init__()
         self._hops: OrderedDict[str, list[dict[str, str]]] = OrderedDict()
+        self._attempted: OrderedDict[str, set[str]] = OrderedDict()
         self.webhook = Webhook(
             os.environ.get(WEBHOOK_ENV) or None, float(os.environ.get(WEBHOOK_INTERVAL_ENV, "300"))
         )
 
-    # -- collecting failed attempts -------------------------------------------------------------------
+    # -- collecting attempts ---------------------------------------------------------------------------
+    async def async_pre_call_deployment_hook(self, kwargs: dict[str, Any], call_type: Any) -> None:
+        call_id = kwargs.get("litellm_call_id")
+        tier = (kwargs.get("metadata") or {}).get("model_group")
+        if call_id and tier:
+            _remember(self._attempted, call_id, set).add(tier)
+
     async def async_post_call_failure_deployment_hook(
         self, request_data: Any, exception: Exception, call_type: Any, fallback_depth: int | None = None
     ) -> None:
@@ -129,27 +138,26 @@ class DemotionLog(CustomLogger):
             return
         metadata = request_data.get("metadata") or {}
         tier = metadata.get("model_group") or str(request_data.get("model", "?"))
-        self._hops.setdefault(call_id, []).append({"tier": tier, "reason": short_reason(exception)})
-        self._hops.move_to_end(call_id)
-        while len(self._hops) > PENDING_LIMIT:
-            self._hops.popitem(last=False)
+        _remember(self._hops, call_id, list).append({"tier": tier, "reason": short_reason(exception)})
 
     # -- outcomes -------------------------------------------------------------------------------------
     async def async_log_success_event(self, kwargs: dict, response_obj: Any, start_time: Any, end_time: Any) -> None:
         call_id = kwargs.get("litellm_call_id") or ""
         hops = self._hops.pop(call_id, [])
+        attempted = self._attempted.pop(call_id, set())
         metadata = (kwargs.get("litellm_params") or {}).get("metadata") or {}
         requested = metadata.get("original_model_group") or metadata.get("model_group")
         served = (kwargs.get("standard_logging_object") or {}).get("model_group")
         if not requested or not served or requested == served:
             return
+        hops = await _with_skipped(requested, served, hops, attempted)
         self._write(
             call_id=call_id,
             requested=requested,
             served=served,
             hops=hops,
             stream=bool(kwargs.get("stream")),
-            latency_s=_seconds(start_time, end_time),
+            latency_s=_since_received(metadata),
         )
 
     async def async_post_call_failure_hook(
@@ -161,12 +169,14 @@ class DemotionLog(CustomLogger):
     ) -> Any:
         call_id = request_data.get("litellm_call_id") or ""
         hops = self._hops.pop(call_id, [])
+        attempted = self._attempted.pop(call_id, set())
         requested = request_data.get("model")
         if not hops or not isinstance(requested, str):
             return None
+        hops = await _with_skipped(requested, None, hops, attempted)
         self._write(
             call_id=call_id, requested=requested, served=None, hops=hops,
-            stream=bool(request_data.get("stream")), latency_s=None,
+            stream=bool(request_data.get("stream")), latency_s=_since_received(request_data.get("metadata") or {}),
         )
         from fastapi import HTTPException
 
@@ -204,11 +214,45 @@ class DemotionLog(CustomLogger):
             log.warning("could not write the demotion log %s: %s", log_path(), exc.strerror or exc)
 
 
-def _seconds(start: Any, end: Any) -> float | None:
-    try:
-        return round((end - start).total_seconds(), 3)
-    except (TypeError, AttributeError):
-        return None
+def _remember(pending: OrderedDict[str, Any], call_id: str, empty: Callable[[], Any]) -> Any:
+    """The pending entry for a call, kept among the newest PENDING_LIMIT calls only."""
+    if call_id not in pending:
+        pending[call_id] = empty()
+    pending.move_to_end(call_id)
+    while len(pending) > PENDING_LIMIT:
+        pending.popitem(last=False)
+    return pending[call_id]
+
+
+async def _with_skipped(
+    requested: str, served: str | None, hops: list[dict[str, str]], attempted: set[str]
+) -> list[dict[str, str]]:
+    """The failed attempts plus the tiers that failed without a report (mid-stream) or were passed over
+    (cooldown), in chain order."""
+    tried = {h["tier"] for h in hops}
+    out: list[dict[str, str]] = []
+    for tier in provenance.chain(requested):
+        if tier == served:
+            break
+        if tier in tried:
+            out.extend(h for h in hops if h["tier"] == tier)
+        elif tier in attempted:
+            out.append({"tier": tier, "reason": "failed after the response started (mid-stream)"})
+        else:
+            cooling = await provenance.cooling_down(tier)
+            out.append({"tier": tier, "reason": "skipped, cooling down after recent failures" if cooling
+                        else "skipped"})
+    listed = {h["tier"] for h in out}
+    out.extend(h for h in hops if h["tier"] not in listed)  # attempts outside the configured chain
+    return out
+
+
+def _since_received(metadata: dict[str, Any]) -> float | None:
+    """Seconds since the proxy received the request: the whole chain, not only the last hop."""
+    received = metadata.get("litellm_received_at")
+    if isinstance(received, datetime):
+        return round(time.time() - received.timestamp(), 3)
+    return None
 
 
 handler = DemotionLog()

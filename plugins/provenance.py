@@ -40,15 +40,38 @@ def hidden_params(obj: Any) -> dict[str, Any]:
     return hp if isinstance(hp, dict) else {}
 
 
-def tier_of_deployment(model_id: str | None) -> str | None:
-    """The logical model (`model_name` in the yaml) that owns a deployment id."""
-    if not model_id:
-        return None
+def _router() -> Any:
     try:
         from litellm.proxy import proxy_server
     except ImportError:  # pragma: no cover - only outside a proxy
         return None
-    router = getattr(proxy_server, "llm_router", None)
+    return getattr(proxy_server, "llm_router", None)
+
+
+def chain(requested: str) -> list[str]:
+    """The requested tier followed by its configured fallbacks, in the order the router tries them."""
+    router = _router()
+    for entry in getattr(router, "fallbacks", None) or []:
+        if isinstance(entry, dict) and requested in entry:
+            return [requested, *entry[requested]]
+    return [requested]
+
+
+async def cooling_down(tier: str) -> bool:
+    """Whether the router is skipping `tier` because it failed recently (LiteLLM's cooldown)."""
+    router = _router()
+    if router is None:
+        return False
+    ids = set(router.get_model_ids(model_name=tier))
+    active = await router.cooldown_cache.async_get_active_cooldowns(model_ids=list(ids), parent_otel_span=None)
+    return any(isinstance(item, tuple) and item[0] in ids for item in active or [])
+
+
+def tier_of_deployment(model_id: str | None) -> str | None:
+    """The logical model (`model_name` in the yaml) that owns a deployment id."""
+    if not model_id:
+        return None
+    router = _router()
     deployment = router.get_deployment(model_id=model_id) if router is not None else None
     return getattr(deployment, "model_name", None)
 

@@ -1,0 +1,71 @@
+"""Shared real parts: one fake Ollama, the real embedded model and one real proxy per test session.
+
+The proxy takes 8-17 s to start, so the fault tests share one; each test resets the fake and waits out
+LiteLLM's cooldown on the tier it breaks (see `healthy`).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ask_cli.embedded import wait_ready
+from tests.fake_ollama import FakeOllama
+from tests.stack import Proxy, closed_port_url, free_port, running_proxy
+
+
+@pytest.fixture(autouse=True)
+def _private_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test reads or writes the real user's ~/.config/ask or ~/.local/share/ask."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    monkeypatch.delenv("LITELLM_MASTER_KEY", raising=False)
+
+
+@pytest.fixture(scope="session")
+def fake_ollama() -> Iterator[FakeOllama]:
+    with FakeOllama() as fake:
+        yield fake
+
+
+@pytest.fixture(scope="session")
+def tiny_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The real embedded llama.cpp model (SmolLM2-135M) in its own process."""
+    port = free_port()
+    log = (tmp_path_factory.mktemp("tiny") / "tiny.log").open("wb")
+    proc = subprocess.Popen([sys.executable, "-m", "ask_cli.embedded", "--port", str(port)],
+                            stdout=log, stderr=subprocess.STDOUT)
+    try:
+        if not wait_ready(f"http://127.0.0.1:{port}", 60):
+            raise RuntimeError("the embedded model did not start")
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)
+
+
+@pytest.fixture(scope="session")
+def proxy(tmp_path_factory: pytest.TempPathFactory, fake_ollama: FakeOllama, tiny_url: str) -> Iterator[Proxy]:
+    """The real proxy with the project's config: Ollama → the fake, tiny → the real model, heavy → nothing."""
+    tmp = tmp_path_factory.mktemp("proxy")
+    with running_proxy(tmp, OLLAMA_API_BASE=fake_ollama.url, TINY_API_BASE=tiny_url,
+                       LLAMA_SWAP_API_BASE=closed_port_url("/v1")) as running:
+        yield running
+
+
+@pytest.fixture
+def healthy(proxy: Proxy, fake_ollama: FakeOllama) -> FakeOllama:
+    """A fake with no faults, and a proxy whose tiers are out of cooldown (LiteLLM's cooldown is 5 s)."""
+    fake_ollama.reset()
+    deadline = time.monotonic() + 30
+    for tier in ("fast-9b", "fast-3b", "think-9b"):
+        while proxy.chat(tier, "warm?", max_tokens=4).headers.get("x-served-by") != tier:
+            assert time.monotonic() < deadline, f"{tier} stayed in cooldown"
+            time.sleep(0.5)
+    fake_ollama.reset()
+    return fake_ollama
