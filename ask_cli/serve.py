@@ -52,12 +52,18 @@ class Stack:
         config = stack_config.load(self.config)
         stack_config.check_plugins(config, self.config)
         env = self.environment()
+        run_config = self.config.resolve()
+        if env.get("REDIS_HOST"):
+            run_config = stack_config.write_private(
+                stack_config.with_redis_cache(config), paths.data_dir() / "litellm-config.redis.yaml"
+            )
+            self.log(f"response cache: Redis at {env['REDIS_HOST']}:{env.get('REDIS_PORT', '6379')}")
         if self.embedded:
             self._start_embedded(env)
         litellm = shutil.which("litellm", path=str(Path(sys.executable).parent)) or shutil.which("litellm")
         if litellm is None:
             raise RuntimeError("the litellm command is not installed: pip install -e . (see README)")
-        cmd = [litellm, "--config", str(self.config.resolve()), "--host", self.host, "--port", str(self.port)]
+        cmd = [litellm, "--config", str(run_config), "--host", self.host, "--port", str(self.port)]
         self._spawn("proxy", cmd, env, cwd=self.config.resolve().parent)
         if not self._wait(f"{self.url}/health/liveliness", "proxy"):
             raise RuntimeError(f"the proxy did not answer on {self.url} within {READY_TIMEOUT_S:.0f} s")

@@ -78,3 +78,35 @@ def check_plugins(config: dict[str, Any], path: Path) -> None:
 
 def tiers(config: dict[str, Any]) -> list[dict[str, Any]]:
     return [m for m in config.get("model_list", []) if isinstance(m, dict) and m.get("model_name")]
+
+
+REDIS_CACHE = {
+    "type": "redis",
+    "host": "os.environ/REDIS_HOST",
+    "port": "os.environ/REDIS_PORT",
+    "password": "os.environ/REDIS_PASSWORD",
+}
+
+
+def with_redis_cache(config: dict[str, Any]) -> dict[str, Any]:
+    """The same config with its response cache in Redis (REDIS_HOST, REDIS_PORT, REDIS_PASSWORD).
+
+    LiteLLM reads the cache type once at start, with no way to default an `os.environ/` value, so the
+    run command derives this variant rather than asking users to keep two copies of the model list.
+    """
+    settings = dict(config.get("litellm_settings") or {})
+    params = dict(settings.get("cache_params") or {})
+    settings["cache"] = True
+    settings["cache_params"] = {**params, **REDIS_CACHE, "ttl": params.get("ttl", 3600)}
+    return {**config, "litellm_settings": settings}
+
+
+def write_private(config: dict[str, Any], path: Path) -> Path:
+    import yaml
+
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write("# Derived by `ask serve` from " + CONFIG_NAME + " (Redis cache). Edit that file instead.\n")
+        yaml.safe_dump(config, fh, sort_keys=False)
+    return path

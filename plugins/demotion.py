@@ -36,6 +36,7 @@ if not log.handlers:  # the proxy configures LiteLLM's loggers only: give ours a
 LOG_ENV = "DEMOTION_LOG"
 WEBHOOK_ENV = "DEMOTION_WEBHOOK_URL"
 WEBHOOK_INTERVAL_ENV = "DEMOTION_WEBHOOK_MIN_INTERVAL_S"
+SETTLE_STEPS = 50  # x 20 ms: how long a demotion record waits for a late per-attempt failure report
 PENDING_LIMIT = 2048  # calls whose failed hops wait for their outcome; old ones are dropped
 
 
@@ -65,7 +66,7 @@ def short_reason(exc: BaseException) -> str:
 def _backend_words(text: str) -> str:
     """The backend's own error text, without LiteLLM's class-name prefixes, kept to one short line."""
     match = re.search(r'"error"\s*:\s*"((?:[^"\\]|\\.)*)"', text)
-    words = match.group(1) if match else re.sub(r"^(litellm\.\w+:\s*)?(\w+Exception\s*-\s*)?", "", text)
+    words = match.group(1) if match else re.sub(r"^(?:(?:litellm\.)?\w+(?:Error|Exception)\s*[:-]\s*)+", "", text)
     words = " ".join(words.split())
     return words[:120] + ("…" if len(words) > 120 else "")
 
@@ -143,14 +144,17 @@ class DemotionLog(CustomLogger):
     # -- outcomes -------------------------------------------------------------------------------------
     async def async_log_success_event(self, kwargs: dict, response_obj: Any, start_time: Any, end_time: Any) -> None:
         call_id = kwargs.get("litellm_call_id") or ""
-        hops = self._hops.pop(call_id, [])
-        attempted = self._attempted.pop(call_id, set())
         metadata = (kwargs.get("litellm_params") or {}).get("metadata") or {}
         requested = metadata.get("original_model_group") or metadata.get("model_group")
         served = (kwargs.get("standard_logging_object") or {}).get("model_group")
         if not requested or not served or requested == served:
+            self._hops.pop(call_id, None)
+            self._attempted.pop(call_id, None)
             return
-        hops = await _with_skipped(requested, served, hops, attempted)
+        await self._settle(call_id, served)
+        hops = self._hops.pop(call_id, [])
+        attempted = self._attempted.pop(call_id, set())
+        hops = await _with_skipped(requested, served, hops, attempted, bool(kwargs.get("stream")))
         self._write(
             call_id=call_id,
             requested=requested,
@@ -159,6 +163,15 @@ class DemotionLog(CustomLogger):
             stream=bool(kwargs.get("stream")),
             latency_s=_since_received(metadata),
         )
+
+    async def _settle(self, call_id: str, served: str) -> None:
+        """LiteLLM may run the per-attempt failure hook after the success event: give it a moment, so a
+        reason is not mistaken for a missing one."""
+        for _ in range(SETTLE_STEPS):
+            failed = {h["tier"] for h in self._hops.get(call_id, [])}
+            if self._attempted.get(call_id, set()) - {served} <= failed:
+                return
+            await asyncio.sleep(0.02)
 
     async def async_post_call_failure_hook(
         self,
@@ -173,7 +186,7 @@ class DemotionLog(CustomLogger):
         requested = request_data.get("model")
         if not hops or not isinstance(requested, str):
             return None
-        hops = await _with_skipped(requested, None, hops, attempted)
+        hops = await _with_skipped(requested, None, hops, attempted, bool(request_data.get("stream")))
         self._write(
             call_id=call_id, requested=requested, served=None, hops=hops,
             stream=bool(request_data.get("stream")), latency_s=_since_received(request_data.get("metadata") or {}),
@@ -225,7 +238,7 @@ def _remember(pending: OrderedDict[str, Any], call_id: str, empty: Callable[[], 
 
 
 async def _with_skipped(
-    requested: str, served: str | None, hops: list[dict[str, str]], attempted: set[str]
+    requested: str, served: str | None, hops: list[dict[str, str]], attempted: set[str], stream: bool
 ) -> list[dict[str, str]]:
     """The failed attempts plus the tiers that failed without a report (mid-stream) or were passed over
     (cooldown), in chain order."""
@@ -236,8 +249,9 @@ async def _with_skipped(
             break
         if tier in tried:
             out.extend(h for h in hops if h["tier"] == tier)
-        elif tier in attempted:
-            out.append({"tier": tier, "reason": "failed after the response started (mid-stream)"})
+        elif tier in attempted:  # LiteLLM reports no per-attempt failure for a stream that broke mid-way
+            out.append({"tier": tier, "reason": "failed after the response started (mid-stream)" if stream
+                        else "failed (LiteLLM reported no reason)"})
         else:
             cooling = await provenance.cooling_down(tier)
             out.append({"tier": tier, "reason": "skipped, cooling down after recent failures" if cooling

@@ -1,7 +1,8 @@
-"""`async_pre_call_hook`: refuse a request for a model the stack does not serve, naming the tiers it does.
+"""`async_pre_call_hook`: refuse what no tier can serve, with a 400 that says what to send instead.
 
-LiteLLM's own message ("Invalid model name passed in model=...") sends the user to another endpoint;
-this one answers the question in the error itself.
+An unknown model gets the list of tiers (LiteLLM's own message sends the user to another endpoint), and
+chat messages that are not a list of role/content objects get a 400 instead of the 500 LiteLLM gives
+after trying every backend with them.
 """
 
 from __future__ import annotations
@@ -25,13 +26,22 @@ class RequestGuard(CustomLogger):
         model = data.get("model")
         tiers = served_tiers()
         if isinstance(model, str) and tiers and model not in tiers:
-            from fastapi import HTTPException
-
-            raise HTTPException(
-                status_code=400,
-                detail=f"unknown model '{model}': this stack serves {', '.join(tiers)}",
-            )
+            raise _bad_request(f"unknown model '{model}': this stack serves {', '.join(tiers)}")
+        if "messages" in data and not _valid_messages(data["messages"]):
+            raise _bad_request("messages must be a non-empty list of objects with a role, e.g. "
+                               '[{"role": "user", "content": "hi"}]')
         return data
+
+
+def _valid_messages(messages: Any) -> bool:
+    return (isinstance(messages, list) and bool(messages)
+            and all(isinstance(m, dict) and isinstance(m.get("role"), str) for m in messages))
+
+
+def _bad_request(message: str) -> Exception:
+    from fastapi import HTTPException
+
+    return HTTPException(status_code=400, detail=message)
 
 
 handler = RequestGuard()

@@ -16,7 +16,8 @@ import pytest
 
 from ask_cli.embedded import wait_ready
 from tests.fake_ollama import FakeOllama
-from tests.stack import Proxy, closed_port_url, free_port, running_proxy
+from tests.fake_openai import FakeOpenAI
+from tests.stack import Proxy, free_port, running_proxy
 
 
 @pytest.fixture(autouse=True)
@@ -50,16 +51,25 @@ def tiny_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def proxy(tmp_path_factory: pytest.TempPathFactory, fake_ollama: FakeOllama, tiny_url: str) -> Iterator[Proxy]:
-    """The real proxy with the project's config: Ollama → the fake, tiny → the real model, heavy → nothing."""
+def fake_llama_swap() -> Iterator[FakeOpenAI]:
+    """Stands in for llama-swap (tier `heavy`): an OpenAI-compatible server that records bodies."""
+    with FakeOpenAI("gemma-3-27b-it-qat") as fake:
+        yield fake
+
+
+@pytest.fixture(scope="session")
+def proxy(
+    tmp_path_factory: pytest.TempPathFactory, fake_ollama: FakeOllama, fake_llama_swap: FakeOpenAI, tiny_url: str
+) -> Iterator[Proxy]:
+    """The real proxy with the project's config: Ollama and llama-swap → fakes, tiny → the real model."""
     tmp = tmp_path_factory.mktemp("proxy")
     with running_proxy(tmp, OLLAMA_API_BASE=fake_ollama.url, TINY_API_BASE=tiny_url,
-                       LLAMA_SWAP_API_BASE=closed_port_url("/v1")) as running:
+                       LLAMA_SWAP_API_BASE=fake_llama_swap.url) as running:
         yield running
 
 
 @pytest.fixture
-def healthy(proxy: Proxy, fake_ollama: FakeOllama) -> FakeOllama:
+def healthy(proxy: Proxy, fake_ollama: FakeOllama, fake_llama_swap: FakeOpenAI) -> FakeOllama:
     """A fake with no faults, and a proxy whose tiers are out of cooldown (LiteLLM's cooldown is 5 s)."""
     fake_ollama.reset()
     deadline = time.monotonic() + 30
@@ -68,4 +78,5 @@ def healthy(proxy: Proxy, fake_ollama: FakeOllama) -> FakeOllama:
             assert time.monotonic() < deadline, f"{tier} stayed in cooldown"
             time.sleep(0.5)
     fake_ollama.reset()
+    fake_llama_swap.reset()
     return fake_ollama

@@ -94,6 +94,16 @@ class Proxy:
     def env_path(self, name: str) -> Path:
         return Path(self.env[name])
 
+    def demotion(self, call_id: str | None, timeout: float = 5.0) -> dict[str, Any]:
+        """The demotion log line for one call: it is written just after the response, so wait for it."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for record in read_jsonl(self.env_path("DEMOTION_LOG")):
+                if record["call_id"] == call_id:
+                    return record
+            time.sleep(0.05)
+        raise AssertionError(f"no demotion record for call {call_id}")
+
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace")
 

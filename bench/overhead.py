@@ -1,0 +1,850 @@
+"""What the proxy costs over talking to Ollama directly, and what our plugins add over bare LiteLLM.
+
+Three targets, measured side by side in one run and interleaved round-robin (direct, bare, full, direct, ...)
+so that drift on a shared machine hits all three equally:
+
+  direct  the emulated Ollama's own ``/api/chat`` (the body LiteLLM itself sends, captured at start)
+  bare    the real ``litellm`` proxy with litellm-config.yaml minus ``litellm_settings.callbacks``
+  full    the real ``litellm`` proxy with litellm-config.yaml as is (our plugins loaded)
+
+The backend is ``python -m tests.fake_ollama`` in its own process, so its work does not share this client's
+GIL. Every request asks tier ``fast-9b`` with a unique prompt and ``cache: {no-cache, no-store}``, and the
+fake's request log is checked to grow by one per request: a cache hit would time the cache, not the proxy.
+
+    .venv/bin/python bench/overhead.py                       # N=200 per target and phase, 8 and 32 clients
+    .venv/bin/python bench/overhead.py --quick --write-readme
+    .venv/bin/python bench/overhead.py --extra-settings s.yaml --env LITELLM_LOG=ERROR --label log-error
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import json
+import math
+import os
+import platform
+import shlex
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # run as `python bench/overhead.py`: make `tests.stack` importable
+    sys.path.insert(0, str(ROOT))
+
+from tests.stack import CONFIG, KEY, closed_port_url, free_port, litellm_command, stack_env  # noqa: E402
+
+TIER = "fast-9b"
+OLLAMA_TAG = "qwen3.5:9b"  # what fast-9b's deployment asks Ollama for
+NO_CACHE = {"no-cache": True, "no-store": True}
+TARGETS = ("direct", "bare", "full")
+README = Path(__file__).resolve().parent / "README.md"
+README_START, README_END = "<!-- overhead:start -->", "<!-- overhead:end -->"
+DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "overhead.json"
+GOALS = {"added_ms": 8.0, "ttft_added_ms": 10.0, "plugins_ms": 1.0, "errors_at": 32}
+
+
+# -- processes --
+
+
+def _wait_http(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float) -> None:
+    """Poll until `url` answers 200; fail early (with the log) if the process died."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            how = (
+                f"was killed by signal {-proc.returncode}"
+                if proc.returncode < 0
+                else f"exited with {proc.returncode}"
+            )
+            raise RuntimeError(f"{shlex.join(map(str, proc.args))} {how} while starting:\n{_tail(log)}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(url, timeout=1, trust_env=False).status_code == 200:
+                return
+        time.sleep(0.2)
+    raise RuntimeError(f"{url} not ready in {timeout:.0f} s:\n{_tail(log)}")
+
+
+def _tail(path: Path, lines: int = 40) -> str:
+    with contextlib.suppress(FileNotFoundError):
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    return ""
+
+
+def _stop(proc: subprocess.Popen[bytes] | None) -> None:
+    """SIGTERM the process group we started (start_new_session), SIGKILL if it lingers."""
+    if proc is None or proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def _group_cpu_s(pgid: int) -> float:
+    """CPU seconds (user+sys) used so far by every process in a group: the proxy and any workers it forked."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        if int(fields[2]) == pgid:  # fields[0] is state; pgrp is the 5th field of stat
+            total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
+@dataclass
+class FakeOllamaProcess:
+    """``python -m tests.fake_ollama`` in its own process: the backend's CPU is not the client's GIL."""
+
+    log: Path
+    port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> FakeOllamaProcess:
+        cmd = [sys.executable, "-m", "tests.fake_ollama", "--port", str(self.port)]
+        with self.log.open("wb") as out:
+            self.proc = subprocess.Popen(
+                cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        _wait_http(f"{self.url}/api/version", self.proc, self.log, 30)
+        return self
+
+    def requests(self) -> list[dict[str, Any]]:
+        """Every request the fake has received, oldest first."""
+        resp = httpx.get(f"{self.url}/_fake/requests", timeout=60, trust_env=False)
+        resp.raise_for_status()
+        return resp.json()["requests"]
+
+    def chats(self) -> list[dict[str, Any]]:
+        return [r for r in self.requests() if r["path"] == "/api/chat"]
+
+    def stop(self) -> None:
+        _stop(self.proc)
+
+
+@dataclass
+class ProxyProcess:
+    """One real `litellm --config ...` process on loopback, run from the repository root like `ask serve`."""
+
+    name: str
+    config: Path
+    env: dict[str, str]
+    log: Path
+    extra_args: list[str] = field(default_factory=list)
+    port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def launch(self) -> None:
+        cmd = [
+            litellm_command(),
+            "--config",
+            str(self.config),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            *self.extra_args,
+        ]
+        with self.log.open("wb") as out:
+            self.proc = subprocess.Popen(
+                cmd, cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
+
+    def wait_ready(self, timeout: float = 120.0) -> None:
+        assert self.proc is not None
+        _wait_http(f"{self.url}/health/liveliness", self.proc, self.log, timeout)
+
+    def cpu_s(self) -> float:
+        return _group_cpu_s(self.proc.pid) if self.proc else 0.0
+
+    def stop(self) -> None:
+        _stop(self.proc)
+
+
+def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """`extra` over `base`, recursively for mappings; anything else in `extra` replaces."""
+    out = copy.deepcopy(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def derived_configs(tmp: Path, extra: dict[str, Any] | None) -> tuple[Path, Path]:
+    """(bare, full) config paths: bare is the project's yaml without callbacks; both get `extra` merged.
+
+    With no extra settings the full stack runs litellm-config.yaml itself, untouched.
+    """
+    project = yaml.safe_load(CONFIG.read_text())
+    bare = copy.deepcopy(project)
+    bare.get("litellm_settings", {}).pop("callbacks", None)
+    if extra:
+        bare = deep_merge(bare, extra)
+        # An `extra` that lists callbacks is for both; the project's own plugins stay full-only.
+        extra_cb = (extra.get("litellm_settings") or {}).get("callbacks") or []
+        full = deep_merge(project, extra)
+        full["litellm_settings"]["callbacks"] = [*project["litellm_settings"]["callbacks"], *extra_cb]
+    bare_path = tmp / "bare.yaml"
+    bare_path.write_text(yaml.safe_dump(bare, sort_keys=False))
+    if not extra:
+        return bare_path, CONFIG
+    full_path = tmp / "full.yaml"
+    full_path.write_text(yaml.safe_dump(full, sort_keys=False))
+    return bare_path, full_path
+
+
+# -- one request --
+
+
+@dataclass
+class Sample:
+    ok: bool
+    ms: float  # latency (non-streaming) or time to the first content chunk (streaming)
+    total_ms: float | None = None  # streaming: time to the end of the stream
+    overhead_hdr_ms: float | None = None  # LiteLLM's own claim: x-litellm-overhead-duration-ms
+    error: str | None = None
+
+
+@dataclass
+class Target:
+    """One way to get an answer: its own keep-alive client, like a real client would hold."""
+
+    name: str
+    base_url: str
+    proxy: ProxyProcess | None = None
+    backend_body: dict[str, Any] = field(default_factory=dict)  # direct only: LiteLLM's own body, mirrored
+    client: httpx.Client = field(init=False)
+
+    def __post_init__(self) -> None:
+        headers = {"Authorization": f"Bearer {KEY}"} if self.proxy else {}
+        self.client = httpx.Client(
+            base_url=self.base_url,
+            headers=headers,
+            timeout=30.0,
+            trust_env=False,
+            limits=httpx.Limits(max_connections=128, max_keepalive_connections=128),
+        )
+
+    @property
+    def path(self) -> str:
+        return "/v1/chat/completions" if self.proxy else "/api/chat"
+
+    def body(self, prompt: str, stream: bool, no_cache: bool = True) -> dict[str, Any]:
+        messages = [{"role": "user", "content": prompt}]
+        if self.proxy is None:
+            return {**self.backend_body, "model": OLLAMA_TAG, "messages": messages, "stream": stream}
+        body: dict[str, Any] = {"model": TIER, "messages": messages, "stream": stream}
+        if no_cache:
+            body["cache"] = NO_CACHE
+        return body
+
+    def call(self, prompt: str, no_cache: bool = True) -> Sample:
+        """One non-streaming request: client-side wall time until the whole answer is read."""
+        start = time.perf_counter()
+        try:
+            resp = self.client.post(self.path, json=self.body(prompt, False, no_cache))
+            ms = (time.perf_counter() - start) * 1000
+            if resp.status_code != 200:
+                return Sample(False, ms, error=f"HTTP {resp.status_code}: {resp.text[:200]}")
+            data = resp.json()
+            msg = (
+                data.get("message") if self.proxy is None else (data.get("choices") or [{}])[0].get("message")
+            )
+            if not (msg or {}).get("content"):
+                return Sample(False, ms, error=f"no content: {resp.text[:200]}")
+            hdr = resp.headers.get("x-litellm-overhead-duration-ms")
+            return Sample(True, ms, overhead_hdr_ms=float(hdr) if hdr else None)
+        except (httpx.HTTPError, ValueError) as exc:
+            return Sample(False, (time.perf_counter() - start) * 1000, error=f"{type(exc).__name__}: {exc}")
+
+    def stream(self, prompt: str) -> Sample:
+        """One streaming request: time to the first chunk that carries content, and to the stream's end."""
+        start = time.perf_counter()
+        first: float | None = None
+        try:
+            with self.client.stream("POST", self.path, json=self.body(prompt, True)) as resp:
+                if resp.status_code != 200:
+                    resp.read()
+                    return Sample(
+                        False,
+                        (time.perf_counter() - start) * 1000,
+                        error=f"HTTP {resp.status_code}: {resp.text[:200]}",
+                    )
+                done = False
+                for line in resp.iter_lines():
+                    event = self._event(line)
+                    if event is None:
+                        continue
+                    if event == "[DONE]":
+                        done = True
+                        break
+                    if "error" in event:
+                        return Sample(False, (time.perf_counter() - start) * 1000, error=f"stream: {event}")
+                    if first is None and self._content(event):
+                        first = time.perf_counter()
+                    if self.proxy is None and event.get("done"):
+                        done = True
+            end = time.perf_counter()
+        except (httpx.HTTPError, ValueError) as exc:
+            return Sample(False, (time.perf_counter() - start) * 1000, error=f"{type(exc).__name__}: {exc}")
+        if first is None or not done:
+            return Sample(
+                False, (end - start) * 1000, error="stream ended without content or without its end"
+            )
+        return Sample(True, (first - start) * 1000, total_ms=(end - start) * 1000)
+
+    def _event(self, line: str) -> dict[str, Any] | str | None:
+        """A parsed NDJSON line (direct) or SSE `data:` event (proxy); None for blank/comment lines."""
+        line = line.strip()
+        if not line:
+            return None
+        if self.proxy is None:
+            return json.loads(line)
+        if not line.startswith("data:"):
+            return None
+        data = line[5:].strip()
+        return "[DONE]" if data == "[DONE]" else json.loads(data)
+
+    def _content(self, event: dict[str, Any]) -> str:
+        if self.proxy is None:
+            return (event.get("message") or {}).get("content") or ""
+        return "".join((c.get("delta") or {}).get("content") or "" for c in event.get("choices") or [])
+
+    def close(self) -> None:
+        self.client.close()
+
+
+# -- measuring --
+
+
+def percentile(sorted_values: list[float], q: float) -> float:
+    """Nearest-rank percentile: a value that was actually observed."""
+    return sorted_values[max(0, math.ceil(q * len(sorted_values)) - 1)]
+
+
+def summarize(samples: list[Sample]) -> dict[str, Any]:
+    ok = sorted(s.ms for s in samples if s.ok)
+    out: dict[str, Any] = {"n": len(samples), "ok": len(ok), "errors": len(samples) - len(ok)}
+    if ok:
+        out |= {
+            "median_ms": statistics.median(ok),
+            "p95_ms": percentile(ok, 0.95),
+            "mean_ms": statistics.fmean(ok),
+            "min_ms": ok[0],
+            "max_ms": ok[-1],
+        }
+    totals = sorted(s.total_ms for s in samples if s.ok and s.total_ms is not None)
+    if totals:
+        out["stream_total_median_ms"] = statistics.median(totals)
+    hdr = [s.overhead_hdr_ms for s in samples if s.ok and s.overhead_hdr_ms is not None]
+    if hdr:
+        out["litellm_overhead_header_median_ms"] = statistics.median(hdr)
+    errors = [s.error for s in samples if not s.ok]
+    if errors:
+        out["first_errors"] = sorted(set(errors))[:5]
+    return out
+
+
+@dataclass
+class Phase:
+    """One measurement condition: sequential or `clients` concurrent, latency or TTFT."""
+
+    clients: int  # 1 = sequential
+    stream: bool
+
+    @property
+    def key(self) -> str:
+        return f"{'seq' if self.clients == 1 else f'c{self.clients}'}/{'ttft' if self.stream else 'latency'}"
+
+    @property
+    def title(self) -> str:
+        how = "sequential" if self.clients == 1 else f"{self.clients} concurrent clients"
+        what = "streaming TTFT" if self.stream else "non-streaming latency"
+        return f"{how}, {what}"
+
+
+class Counter:
+    """Unique prompts that name their target, so the fake's log can be attributed afterwards."""
+
+    def __init__(self) -> None:
+        self._n = 0
+        self._lock = threading.Lock()
+        self.sent: dict[str, int] = dict.fromkeys(TARGETS, 0)
+
+    def prompt(self, target: str, phase: str) -> str:
+        with self._lock:
+            self._n += 1
+            self.sent[target] += 1
+            n = self._n
+        return f"[{target}] {phase} #{n} {uuid.uuid4().hex}: say hello"
+
+
+def run_phase(phase: Phase, targets: list[Target], n: int, warmup: int, counter: Counter) -> dict[str, Any]:
+    """Measure all targets under one condition, round-robin, warm-up discarded."""
+    measured: dict[str, list[Sample]] = {t.name: [] for t in targets}
+    busy_s: dict[str, float] = dict.fromkeys(measured, 0.0)
+    cpu0 = {t.name: t.proxy.cpu_s() for t in targets if t.proxy}
+
+    def one(t: Target) -> Sample:
+        prompt = counter.prompt(t.name, phase.key)
+        return t.stream(prompt) if phase.stream else t.call(prompt)
+
+    if phase.clients == 1:
+        for i in range(warmup + n):
+            for t in targets:
+                start = time.perf_counter()
+                sample = one(t)
+                if i >= warmup:
+                    measured[t.name].append(sample)
+                    busy_s[t.name] += time.perf_counter() - start
+    else:
+        # Round-robin in blocks: each target's turn is 2 x clients requests kept `clients` deep.
+        block = 2 * phase.clients
+        with ThreadPoolExecutor(max_workers=phase.clients) as pool:
+            for t in targets:  # warm-up: open `clients` keep-alive connections per target
+                wait([pool.submit(one, t) for _ in range(max(warmup, phase.clients))])
+            left = dict.fromkeys(measured, n)
+            while any(left.values()):
+                for t in targets:
+                    k = min(block, left[t.name])
+                    if not k:
+                        continue
+                    start = time.perf_counter()
+                    futures = [pool.submit(one, t) for _ in range(k)]
+                    wait(futures)
+                    busy_s[t.name] += time.perf_counter() - start
+                    measured[t.name].extend(f.result() for f in futures)
+                    left[t.name] -= k
+    result: dict[str, Any] = {}
+    for t in targets:
+        stats = summarize(measured[t.name])
+        stats["throughput_rps"] = len(measured[t.name]) / busy_s[t.name] if busy_s[t.name] else None
+        if t.proxy:
+            total = (warmup if phase.clients == 1 else max(warmup, phase.clients)) + n
+            stats["proxy_cpu_ms_per_request"] = (t.proxy.cpu_s() - cpu0[t.name]) * 1000 / total
+        result[t.name] = stats
+    return result
+
+
+def derive(phase_result: dict[str, Any]) -> dict[str, Any]:
+    """Added latency over direct, the plugins' cost over bare, and full/bare ratios (medians)."""
+    med = {name: phase_result[name].get("median_ms") for name in TARGETS}
+    p95 = {name: phase_result[name].get("p95_ms") for name in TARGETS}
+    if None in med.values() or None in p95.values():
+        return {}
+    return {
+        "bare_added_ms": med["bare"] - med["direct"],
+        "full_added_ms": med["full"] - med["direct"],
+        "plugins_ms": med["full"] - med["bare"],
+        "plugins_p95_ms": p95["full"] - p95["bare"],
+        "full_over_bare_ratio": med["full"] / med["bare"],
+        "full_added_over_bare_added_ratio": (
+            (med["full"] - med["direct"]) / (med["bare"] - med["direct"])
+            if med["bare"] != med["direct"]
+            else None
+        ),
+    }
+
+
+# -- checks --
+
+
+def check_cache_bypass(
+    fake: FakeOllamaProcess, proxies: list[Target]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Prove the per-request no-cache body reaches the backend every time, and that the cache is on.
+
+    Returns the check's record and the body LiteLLM sent to Ollama (the direct target sends the same).
+    """
+    record: dict[str, Any] = {}
+    backend_body: dict[str, Any] = {}
+    for t in proxies:
+        before = len(fake.chats())
+        prompt = f"[{t.name}] cache-check {uuid.uuid4().hex}"
+        a, b = t.call(prompt), t.call(prompt)
+        chats = fake.chats()
+        bypassed = len(chats) - before
+        backend_body = backend_body or {k: v for k, v in chats[-1]["body"].items() if k not in ("messages",)}
+        control = f"[{t.name}] cache-control {uuid.uuid4().hex}"
+        c, d = t.call(control, no_cache=False), t.call(control, no_cache=False)
+        cached = len(fake.chats()) - before - bypassed
+        record[t.name] = {
+            "same_prompt_twice_with_no_cache_backend_calls": bypassed,
+            "same_prompt_twice_without_no_cache_backend_calls": cached,
+            "ok": bypassed == 2 and all(s.ok for s in (a, b, c, d)),
+        }
+        if not record[t.name]["ok"]:
+            raise RuntimeError(f"cache check failed for {t.name}: {record[t.name]} {[a, b, c, d]}")
+    return record, backend_body
+
+
+def account(fake: FakeOllamaProcess, counter: Counter) -> dict[str, Any]:
+    """Backend calls per target vs requests sent: equal means no cache hit, retry or lost request."""
+    seen: dict[str, int] = dict.fromkeys(TARGETS, 0)
+    everything = fake.requests()
+    paths: dict[str, int] = {}
+    for rec in everything:
+        paths[rec["path"]] = paths.get(rec["path"], 0) + 1
+    for rec in (r for r in everything if r["path"] == "/api/chat"):
+        messages = (rec.get("body") or {}).get("messages") or [{}]
+        content = str(messages[-1].get("content") or "")
+        for name in TARGETS:
+            if content.startswith(f"[{name}] ") and "cache-c" not in content:
+                seen[name] += 1
+    out: dict[str, Any] = {
+        name: {
+            "requests_sent": counter.sent[name],
+            "backend_calls": seen[name],
+            "one_backend_call_per_request": counter.sent[name] == seen[name],
+        }
+        for name in TARGETS
+    }
+    out["backend_requests_by_path"] = paths  # all targets together, checks included
+    return out
+
+
+# -- output --
+
+
+def _f(value: float | None, signed: bool = False) -> str:
+    if value is None:
+        return "-"
+    return f"{value:+.2f}" if signed else f"{value:.2f}"
+
+
+def text_report(results: dict[str, Any]) -> str:
+    lines = []
+    for phase in results["phases"].values():
+        d = phase["derived"]
+        lines.append(f"\n{phase['title']}  (N={results['settings']['requests']} per target; ms)")
+        lines.append(
+            f"  {'target':<7} {'median':>8} {'p95':>8} {'mean':>8} {'errors':>6} {'added':>8} "
+            f"{'req/s':>7} {'cpu/req':>8}"
+        )
+        for name in TARGETS:
+            s = phase["targets"][name]
+            added = None if name == "direct" else d.get(f"{name}_added_ms")
+            rps = f"{s['throughput_rps']:.0f}" if s.get("throughput_rps") else "-"
+            lines.append(
+                f"  {name:<7} {_f(s.get('median_ms')):>8} {_f(s.get('p95_ms')):>8} {_f(s.get('mean_ms')):>8} "
+                f"{s['errors']:>6} {_f(added, True):>8} {rps:>7} "
+                f"{_f(s.get('proxy_cpu_ms_per_request')):>8}"
+            )
+        if d:
+            lines.append(
+                f"  plugins (full - bare): median {_f(d['plugins_ms'], True)} ms, "
+                f"p95 {_f(d['plugins_p95_ms'], True)} ms; full/bare = {d['full_over_bare_ratio']:.3f}x"
+            )
+        for name in ("bare", "full"):
+            hdr = phase["targets"][name].get("litellm_overhead_header_median_ms")
+            if hdr is not None:
+                lines.append(f"  {name}: LiteLLM's own x-litellm-overhead-duration-ms median {hdr:.2f}")
+    lines.append("")
+    for goal in results["goals"]:
+        lines.append(f"goal: {goal['goal']:<55} {goal['value']:>9}  {'MET' if goal['met'] else 'NOT MET'}")
+    return "\n".join(lines)
+
+
+def markdown_report(results: dict[str, Any]) -> str:
+    """The block pasted into bench/README.md between the overhead markers."""
+    s = results["settings"]
+    env = results["environment"]
+    out = [
+        f"Run {results['date']} with `{results['command']}`, litellm {env['litellm_version']}, "
+        f"{env['cpu_count']} CPUs, load average {env['loadavg_start'][0]:.2f} at start and "
+        f"{env['loadavg_end'][0]:.2f} at end, N={s['requests']} per target and phase "
+        f"(warm-up {s['warmup']} discarded). Milliseconds; median / p95.",
+        "",
+        "| condition | direct | bare LiteLLM | full stack | bare added | full added | plugins (full - bare) "
+        "| full/bare | errors d/b/f |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for phase in results["phases"].values():
+        t, d = phase["targets"], phase["derived"]
+        cells = [f"{_f(t[n].get('median_ms'))} / {_f(t[n].get('p95_ms'))}" for n in TARGETS]
+        derived = (
+            [
+                _f(d["bare_added_ms"], True),
+                _f(d["full_added_ms"], True),
+                _f(d["plugins_ms"], True),
+                f"{d['full_over_bare_ratio']:.2f}x",
+            ]
+            if d
+            else ["-"] * 4
+        )
+        errors = "/".join(str(t[n]["errors"]) for n in TARGETS)
+        out.append(f"| {phase['title']} | {' | '.join(cells)} | {' | '.join(derived)} | {errors} |")
+    out += ["", "| goal | measured | met |", "|---|---|---|"]
+    out += [f"| {g['goal']} | {g['value']} | {'yes' if g['met'] else '**no**'} |" for g in results["goals"]]
+    cpu = results["phases"].get("seq/latency", {}).get("targets", {})
+    if cpu:
+        out += [
+            "",
+            "Proxy CPU per request, sequential non-streaming: bare "
+            f"{_f(cpu['bare'].get('proxy_cpu_ms_per_request'))} ms, full "
+            f"{_f(cpu['full'].get('proxy_cpu_ms_per_request'))} ms.",
+        ]
+    return "\n".join(out)
+
+
+def write_readme(block: str) -> None:
+    text = README.read_text() if README.exists() else ""
+    new = f"{README_START}\n{block}\n{README_END}"
+    if README_START in text and README_END in text:
+        head, rest = text.split(README_START, 1)
+        text = head + new + rest.split(README_END, 1)[1]
+    else:
+        text = text.rstrip() + "\n\n" + new + "\n"
+    README.write_text(text)
+
+
+def evaluate_goals(phases: dict[str, Any]) -> list[dict[str, Any]]:
+    goals = []
+
+    def add(goal: str, value: float | None, limit: float, unit: str = "ms") -> None:
+        goals.append(
+            {
+                "goal": goal,
+                "value": "-" if value is None else f"{value:.2f} {unit}".strip(),
+                "met": value is not None and value <= limit,
+            }
+        )
+
+    seq, ttft = (
+        phases.get("seq/latency", {}).get("derived", {}),
+        phases.get("seq/ttft", {}).get("derived", {}),
+    )
+    add(
+        f"full-stack added latency (median) <= {GOALS['added_ms']:g} ms",
+        seq.get("full_added_ms"),
+        GOALS["added_ms"],
+    )
+    add(
+        f"full-stack added TTFT (median) <= {GOALS['ttft_added_ms']:g} ms",
+        ttft.get("full_added_ms"),
+        GOALS["ttft_added_ms"],
+    )
+    add(
+        f"plugins over bare LiteLLM (median latency) <= {GOALS['plugins_ms']:g} ms",
+        seq.get("plugins_ms"),
+        GOALS["plugins_ms"],
+    )
+    add(
+        f"plugins over bare LiteLLM (median TTFT) <= {GOALS['plugins_ms']:g} ms",
+        ttft.get("plugins_ms"),
+        GOALS["plugins_ms"],
+    )
+    c = GOALS["errors_at"]
+    keys = [k for k in (f"c{c}/latency", f"c{c}/ttft") if k in phases]
+    errors = sum(phases[k]["targets"]["full"]["errors"] for k in keys) if keys else None
+    add(f"zero errors at {c} concurrent clients (full stack)", errors, 0, unit="")
+    return goals
+
+
+# -- main --
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--requests", type=int, default=200, help="measured requests per target and phase")
+    p.add_argument(
+        "--warmup", type=int, default=None, help="discarded requests per target (default 20, quick 10)"
+    )
+    p.add_argument("--quick", action="store_true", help="N=50")
+    p.add_argument("--concurrency", default="8,32", help="comma-separated client counts ('' for none)")
+    p.add_argument(
+        "--modes", default="latency,ttft", help="latency (non-streaming), ttft (streaming) or both"
+    )
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON results file")
+    p.add_argument("--write-readme", action="store_true", help="rewrite the marked block in bench/README.md")
+    p.add_argument("--extra-settings", type=Path, help="yaml merged into both proxies' configs")
+    p.add_argument("--env", action="append", default=[], metavar="NAME=VALUE", help="env for both proxies")
+    p.add_argument(
+        "--proxy-args", default="", help="extra litellm CLI arguments for both, e.g. '--num_workers 2'"
+    )
+    p.add_argument("--label", default="", help="a name for this run in the JSON (settings experiments)")
+    p.add_argument(
+        "--hold",
+        type=float,
+        default=0.0,
+        help="after start-up, run sequential load on the full stack for this many seconds (profiling)",
+    )
+    args = p.parse_args(argv)
+    if args.quick:
+        args.requests = 50
+    if args.warmup is None:
+        args.warmup = 10 if args.quick else 20
+    return args
+
+
+def hold_load(full: Target, seconds: float, counter: Counter) -> dict[str, Any]:
+    """Sequential non-streaming load on the full stack only, e.g. while py-spy samples its pid."""
+    samples, deadline = [], time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        samples.append(full.call(counter.prompt(full.name, "hold")))
+    return summarize(samples)
+
+
+@contextlib.contextmanager
+def stack(args: argparse.Namespace, tmp: Path) -> Iterator[tuple[FakeOllamaProcess, list[Target]]]:
+    """The fake Ollama and both proxies (started concurrently), torn down whatever happens."""
+    extra = yaml.safe_load(args.extra_settings.read_text()) if args.extra_settings else None
+    bare_cfg, full_cfg = derived_configs(tmp, extra)
+    fake = FakeOllamaProcess(log=tmp / "fake-ollama.log")
+    proxies: list[ProxyProcess] = []
+    targets: list[Target] = []
+    try:
+        fake.start()
+        overrides = dict(kv.split("=", 1) for kv in args.env)
+        for name, cfg in (("bare", bare_cfg), ("full", full_cfg)):
+            home = tmp / name
+            home.mkdir()
+            # The unused backends point at closed ports, the same for both (plugins/environment.py would
+            # default them for the full stack only).
+            env = (
+                stack_env(
+                    home,
+                    OLLAMA_API_BASE=fake.url,
+                    LLAMA_SWAP_API_BASE=closed_port_url("/v1"),
+                    TINY_API_BASE=closed_port_url("/v1"),
+                )
+                | overrides
+            )
+            proxies.append(ProxyProcess(name, cfg, env, tmp / f"{name}.log", shlex.split(args.proxy_args)))
+        for p in proxies:
+            p.launch()
+        for p in proxies:
+            p.wait_ready()
+        targets = [Target("direct", fake.url)] + [Target(p.name, p.url, proxy=p) for p in proxies]
+        yield fake, targets
+    finally:
+        for t in targets:
+            t.close()
+        for p in proxies:
+            p.stop()
+        fake.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    started = time.monotonic()
+    concurrency = [int(c) for c in args.concurrency.split(",") if c.strip()]
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    phases = [Phase(c, m == "ttft") for c in [1, *concurrency] for m in modes]
+    results: dict[str, Any] = {
+        "label": args.label,
+        "command": shlex.join(["bench/overhead.py", *(sys.argv[1:] if argv is None else argv)]),
+        "date": datetime.now(UTC).astimezone().isoformat(timespec="seconds"),
+        "environment": {
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "cpu_count": os.cpu_count(),
+            "loadavg_start": list(os.getloadavg()),
+            "litellm_version": version("litellm"),
+        },
+        "settings": {
+            "requests": args.requests,
+            "warmup": args.warmup,
+            "concurrency": concurrency,
+            "modes": modes,
+            "tier": TIER,
+            "no_cache_body": NO_CACHE,
+            "extra_settings": yaml.safe_load(args.extra_settings.read_text())
+            if args.extra_settings
+            else None,
+            "env": args.env,
+            "proxy_args": args.proxy_args,
+        },
+        "phases": {},
+    }
+    counter = Counter()
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-overhead-") as tmpdir,
+        stack(args, Path(tmpdir)) as (fake, targets),
+    ):
+        direct, bare, full = targets
+        print(
+            f"started in {time.monotonic() - started:.1f} s: fake ollama {fake.url} (pid {fake.proc.pid}), "
+            f"bare {bare.base_url} (pid {bare.proxy.proc.pid}), "
+            f"full {full.base_url} (pid {full.proxy.proc.pid})",
+            flush=True,
+        )
+        results["cache_check"], direct.backend_body = check_cache_bypass(fake, [bare, full])
+        results["settings"]["direct_body_template"] = direct.backend_body
+        if args.hold:
+            results["hold"] = hold_load(full, args.hold, counter)
+        for phase in phases:
+            t0 = time.monotonic()
+            load = os.getloadavg()[0]
+            res = run_phase(phase, targets, args.requests, args.warmup, counter)
+            results["phases"][phase.key] = {
+                "title": phase.title,
+                "loadavg_1m_at_start": load,
+                "seconds": round(time.monotonic() - t0, 1),
+                "targets": res,
+                "derived": derive(res),
+            }
+            print(f"  {phase.title}: {time.monotonic() - t0:.1f} s", flush=True)
+        results["backend_accounting"] = account(fake, counter)
+    results["environment"]["loadavg_end"] = list(os.getloadavg())
+    results["goals"] = evaluate_goals(results["phases"])
+    results["wall_seconds"] = round(time.monotonic() - started, 1)
+
+    print(text_report(results))
+    bad = [n for n in TARGETS if not results["backend_accounting"][n]["one_backend_call_per_request"]]
+    verdict = "MISMATCH for " + ", ".join(bad) if bad else "1 for every target"
+    print(
+        f"backend calls per request: {verdict}; "
+        f"load average {results['environment']['loadavg_start'][0]:.2f} -> "
+        f"{results['environment']['loadavg_end'][0]:.2f}; {results['wall_seconds']:.0f} s"
+    )
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"wrote {args.out}")
+    if args.write_readme:
+        write_readme(markdown_report(results))
+        print(f"updated {README}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
