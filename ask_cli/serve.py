@@ -84,7 +84,8 @@ class Stack:
             raise RuntimeError(f"the embedded model did not answer on {root} within {READY_TIMEOUT_S:.0f} s")
 
     def _spawn(self, name: str, cmd: list[str], env: dict[str, str], cwd: Path | None = None) -> None:
-        proc = subprocess.Popen(cmd, env=env, cwd=cwd, start_new_session=True)  # noqa: S603
+        # Children log to stderr: stdout carries only answers, so `ask serve --ask ... > out.txt` works.
+        proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=sys.stderr.fileno(), start_new_session=True)
         self.children.append((name, proc))
 
     def _wait(self, url: str, name: str) -> bool:

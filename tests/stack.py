@@ -48,6 +48,7 @@ class Proxy:
     env: dict[str, str]
     port: int
     log_path: Path
+    config: Path = CONFIG
     proc: subprocess.Popen[bytes] | None = None
     client: httpx.Client = field(init=False)
 
@@ -56,7 +57,7 @@ class Proxy:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 90.0) -> Proxy:
-        cmd = [litellm_command(), "--config", str(CONFIG), "--host", "127.0.0.1", "--port", str(self.port)]
+        cmd = [litellm_command(), "--config", str(self.config), "--host", "127.0.0.1", "--port", str(self.port)]
         log = self.log_path.open("wb")
         self.proc = subprocess.Popen(cmd, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
                                      start_new_session=True)
@@ -175,8 +176,9 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 
 @contextmanager
-def running_proxy(tmp: Path, **backends: str) -> Iterator[Proxy]:
-    proxy = Proxy(env=stack_env(tmp, **backends), port=free_port(), log_path=tmp / "proxy.log").start()
+def running_proxy(tmp: Path, config: Path = CONFIG, **backends: str) -> Iterator[Proxy]:
+    proxy = Proxy(env=stack_env(tmp, **backends), port=free_port(), log_path=tmp / "proxy.log",
+                  config=config).start()
     try:
         yield proxy
     finally:

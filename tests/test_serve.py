@@ -1,0 +1,98 @@
+"""`ask serve`, the run command: bad configs fail in one line; a fresh machine gets a real answer; it stops."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from ask_cli import paths
+from tests.stack import CONFIG, ROOT, closed_port_url, free_port, stack_env
+
+
+def run_ask(*args: str, env: dict[str, str] | None = None, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "ask_cli", *args], capture_output=True, text=True,
+                          env=env, timeout=timeout, cwd=ROOT)
+
+
+def test_missing_plugin_is_named_and_exits_non_zero(tmp_path: Path) -> None:
+    broken = tmp_path / "litellm-config.yaml"
+    broken.write_text(CONFIG.read_text().replace("plugins.served_by.handler", "plugins.serve_by.handler"))
+    result = run_ask("serve", "--config", str(broken), timeout=30)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"ask: {broken}: callback 'plugins.serve_by.handler' not found (no module plugins.serve_by): "
+        "fix litellm_settings.callbacks"
+    ]
+
+
+def test_malformed_yaml_gives_the_line(tmp_path: Path) -> None:
+    broken = tmp_path / "litellm-config.yaml"
+    broken.write_text("model_list:\n  - model_name: fast-9b\n    litellm_params: {model: [\n")
+    result = run_ask("serve", "--config", str(broken), timeout=30)
+    assert result.returncode == 2
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith(f"ask: {broken}: line ") and "not valid YAML" in line
+
+
+def test_missing_config_says_how_to_point_at_one(tmp_path: Path) -> None:
+    result = run_ask("serve", "--config", str(tmp_path / "nope.yaml"), timeout=30)
+    assert result.returncode == 2
+    assert "no such file (pass --config or set ASK_LITELLM_CONFIG)" in result.stderr
+
+
+def test_master_key_is_made_once_and_private(tmp_path: Path) -> None:
+    key = paths.master_key()
+    assert key and key.startswith("sk-") and len(key) > 40
+    assert paths.master_key() == key
+    assert stat.S_IMODE(paths.key_file().stat().st_mode) == 0o600
+    assert stat.S_IMODE(paths.key_file().parent.stat().st_mode) == 0o700
+
+
+def test_master_key_from_the_environment_wins(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LITELLM_MASTER_KEY", "sk-from-env")
+    assert paths.master_key() == "sk-from-env"
+    assert not paths.key_file().exists()
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+@pytest.mark.real_model
+def test_fresh_machine_gets_a_real_answer_then_stops_cleanly(tmp_path: Path) -> None:
+    """What `./run` does after installing: no Ollama anywhere, the embedded model answers, the demotion is
+    shown, the master key is generated 0600, and SIGTERM stops both processes."""
+    proxy_port, tiny_port = free_port(), free_port()
+    env = stack_env(tmp_path, OLLAMA_API_BASE=closed_port_url(), LLAMA_SWAP_API_BASE=closed_port_url("/v1"),
+                    TINY_API_BASE=f"http://127.0.0.1:{tiny_port}/v1")
+    del env["LITELLM_MASTER_KEY"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ask_cli", "serve", "--port", str(proxy_port), "--ask", "Say hello."],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        answer = proc.stdout.readline() if proc.stdout else ""  # the first line of the streamed answer
+        assert answer.strip(), "no answer"
+        assert _listening(proxy_port) and _listening(tiny_port)
+        assert proc.poll() is None, "kept serving after the answer"
+        key_file = tmp_path / "config" / "ask" / "master.key"
+        assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+        stderr = proc.stderr.read() if proc.stderr else ""
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert "[degraded: fast-9b → tiny]" in stderr
+    assert f"proxy listening on http://127.0.0.1:{proxy_port}/v1" in stderr
+    assert key_file.read_text().strip() not in stderr  # the key is never printed
+    time.sleep(0.5)
+    assert not _listening(proxy_port) and not _listening(tiny_port)
