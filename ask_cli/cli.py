@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from ask_cli import __version__
+
+if TYPE_CHECKING:
+    from ask_cli.serve import Stack
 
 app = typer.Typer(
     help="A cheap local LLM tier on your own machine, served by LiteLLM.",
@@ -39,10 +42,16 @@ def fail(message: str, code: int = 1) -> typer.Exit:
 
 @app.command()
 def serve(
-    config: Annotated[Path | None, typer.Option(help="The LiteLLM config. Example: --config ./litellm-config.yaml")] = None,
+    config: Annotated[
+        Path | None, typer.Option(help="The LiteLLM config. Example: --config ./litellm-config.yaml")
+    ] = None,
     port: Annotated[int, typer.Option(help="The proxy's port on 127.0.0.1. Example: --port 4000")] = 4000,
-    embedded: Annotated[bool, typer.Option(help="Start the embedded model (tier `tiny`). Example: --no-embedded")] = True,
-    ask: Annotated[str | None, typer.Option("--ask", help="Once ready, answer this prompt. Example: --ask 'Say hi'")] = None,
+    embedded: Annotated[
+        bool, typer.Option(help="Start the embedded model (tier `tiny`). Example: --no-embedded")
+    ] = True,
+    ask: Annotated[
+        str | None, typer.Option("--ask", help="Once ready, answer this prompt. Example: --ask 'Say hi'")
+    ] = None,
     model: Annotated[str, typer.Option(help="The tier for --ask. Example: --model fast-9b")] = "fast-9b",
     exit_after: Annotated[bool, typer.Option("--exit", help="Stop after answering --ask (a smoke test).")] = False,
 ) -> None:
@@ -74,13 +83,13 @@ def serve(
         stack.stop()
 
 
-def _answer(stack: object, model: str, prompt: str) -> None:
+def _answer(stack: Stack, model: str, prompt: str) -> None:
     from ask_cli import client, paths
     from plugins.provenance import degraded_marker
 
     body = {"model": model, "messages": [{"role": "user", "content": prompt}], "max_tokens": 64}
     try:
-        reply, pieces = client.stream_chat(stack.url, paths.master_key() or "", body)  # type: ignore[attr-defined]
+        reply, pieces = client.stream_chat(stack.url, paths.master_key() or "", body)
         if reply.demoted:
             typer.echo(degraded_marker(reply.requested, reply.served_by), err=True)
         for piece in pieces:

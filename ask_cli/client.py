@@ -46,8 +46,8 @@ class Reply:
         return self.demoted_from is not None
 
 
-def _request(base: str, key: str, body: dict[str, Any], timeout: float) -> urllib.request.Request:
-    return urllib.request.Request(
+def _request(base: str, key: str, body: dict[str, Any]) -> urllib.request.Request:
+    return urllib.request.Request(  # noqa: S310 - the proxy's own http URL
         f"{base}/v1/chat/completions",
         data=json.dumps(body).encode("utf-8"),
         headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
@@ -81,7 +81,7 @@ def chat(
     base: str, key: str, body: dict[str, Any], timeout: float = 600.0
 ) -> Reply:
     """One non-streaming completion."""
-    with _open(_request(base, key, {**body, "stream": False}, timeout), timeout) as resp:
+    with _open(_request(base, key, {**body, "stream": False}), timeout) as resp:
         payload = json.loads(resp.read())
         reply = Reply(requested=str(body.get("model", "")))
         _provenance(reply, resp.headers)
@@ -92,7 +92,7 @@ def chat(
 
 def stream_chat(base: str, key: str, body: dict[str, Any], timeout: float = 600.0) -> tuple[Reply, Iterator[str]]:
     """A streaming completion: the reply's provenance is known from the headers before the first token."""
-    resp = _open(_request(base, key, {**body, "stream": True}, timeout), timeout)
+    resp = _open(_request(base, key, {**body, "stream": True}), timeout)
     reply = Reply(requested=str(body.get("model", "")))
     _provenance(reply, resp.headers)
 

@@ -94,8 +94,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         deltas = [{"role": "assistant", "content": w + " "} for w in text.split()] + [{}]
         for i, delta in enumerate(deltas):
+            finish = "stop" if i == len(deltas) - 1 else None
             chunk = {**base, "object": "chat.completion.chunk",
-                     "choices": [{"index": 0, "delta": delta, "finish_reason": "stop" if i == len(deltas) - 1 else None}]}
+                     "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
             self._chunk(f"data: {json.dumps(chunk)}\n\n".encode())
         self._chunk(b"data: [DONE]\n\n")
         self.wfile.write(b"0\r\n\r\n")
