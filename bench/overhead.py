@@ -11,9 +11,13 @@ The backend is ``python -m tests.fake_ollama`` in its own process, so its work d
 GIL. Every request asks tier ``fast-9b`` with a unique prompt and ``cache: {no-cache, no-store}``, and the
 fake's request log is checked to grow by one per request: a cache hit would time the cache, not the proxy.
 
+With ``--ab`` the two proxies are instead ``full`` (as is) and ``variant`` (the full stack plus
+``--extra-settings``/``--env``/``--proxy-args``): a candidate setting is judged against the same run's
+baseline, because run-to-run drift on a shared 2-core machine is larger than most settings' effect.
+
     .venv/bin/python bench/overhead.py                       # N=200 per target and phase, 8 and 32 clients
     .venv/bin/python bench/overhead.py --quick --write-readme
-    .venv/bin/python bench/overhead.py --extra-settings s.yaml --env LITELLM_LOG=ERROR --label log-error
+    .venv/bin/python bench/overhead.py --ab --concurrency '' --env LITELLM_LOG=ERROR --label log-error
 """
 
 from __future__ import annotations
@@ -54,7 +58,8 @@ from tests.stack import CONFIG, KEY, closed_port_url, free_port, litellm_command
 TIER = "fast-9b"
 OLLAMA_TAG = "qwen3.5:9b"  # what fast-9b's deployment asks Ollama for
 NO_CACHE = {"no-cache": True, "no-store": True}
-TARGETS = ("direct", "bare", "full")
+DEFAULT_NAMES = ("direct", "bare", "full")
+AB_NAMES = ("direct", "full", "variant")
 README = Path(__file__).resolve().parent / "README.md"
 README_START, README_END = "<!-- overhead:start -->", "<!-- overhead:end -->"
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "overhead.json"
@@ -70,9 +75,7 @@ def _wait_http(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: floa
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             how = (
-                f"was killed by signal {-proc.returncode}"
-                if proc.returncode < 0
-                else f"exited with {proc.returncode}"
+                f"was killed by signal {-proc.returncode}" if proc.returncode < 0 else f"exited with {proc.returncode}"
             )
             raise RuntimeError(f"{shlex.join(map(str, proc.args))} {how} while starting:\n{_tail(log)}")
         with contextlib.suppress(httpx.HTTPError):
@@ -134,9 +137,7 @@ class FakeOllamaProcess:
     def start(self) -> FakeOllamaProcess:
         cmd = [sys.executable, "-m", "tests.fake_ollama", "--port", str(self.port)]
         with self.log.open("wb") as out:
-            self.proc = subprocess.Popen(
-                cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-            )
+            self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         _wait_http(f"{self.url}/api/version", self.proc, self.log, 30)
         return self
 
@@ -207,27 +208,24 @@ def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def derived_configs(tmp: Path, extra: dict[str, Any] | None) -> tuple[Path, Path]:
-    """(bare, full) config paths: bare is the project's yaml without callbacks; both get `extra` merged.
+def proxy_config(tmp: Path, name: str, plugins: bool, extra: dict[str, Any] | None) -> Path:
+    """The config a proxy runs: the project's yaml, without our callbacks unless `plugins`, plus `extra`.
 
-    With no extra settings the full stack runs litellm-config.yaml itself, untouched.
+    The full stack with nothing extra runs litellm-config.yaml itself, untouched. Derived configs live in
+    `tmp`; the proxy's cwd is the repository root, so `plugins.*` still resolve by normal import.
     """
-    project = yaml.safe_load(CONFIG.read_text())
-    bare = copy.deepcopy(project)
-    bare.get("litellm_settings", {}).pop("callbacks", None)
+    if plugins and not extra:
+        return CONFIG
+    config = yaml.safe_load(CONFIG.read_text())
+    ours = config.get("litellm_settings", {}).pop("callbacks", None) or []
     if extra:
-        bare = deep_merge(bare, extra)
-        # An `extra` that lists callbacks is for both; the project's own plugins stay full-only.
-        extra_cb = (extra.get("litellm_settings") or {}).get("callbacks") or []
-        full = deep_merge(project, extra)
-        full["litellm_settings"]["callbacks"] = [*project["litellm_settings"]["callbacks"], *extra_cb]
-    bare_path = tmp / "bare.yaml"
-    bare_path.write_text(yaml.safe_dump(bare, sort_keys=False))
-    if not extra:
-        return bare_path, CONFIG
-    full_path = tmp / "full.yaml"
-    full_path.write_text(yaml.safe_dump(full, sort_keys=False))
-    return bare_path, full_path
+        config = deep_merge(config, extra)
+    if plugins:  # an `extra` that lists callbacks adds to ours
+        settings = config.setdefault("litellm_settings", {})
+        settings["callbacks"] = [*ours, *(settings.get("callbacks") or [])]
+    path = tmp / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
 
 
 # -- one request --
@@ -284,9 +282,7 @@ class Target:
             if resp.status_code != 200:
                 return Sample(False, ms, error=f"HTTP {resp.status_code}: {resp.text[:200]}")
             data = resp.json()
-            msg = (
-                data.get("message") if self.proxy is None else (data.get("choices") or [{}])[0].get("message")
-            )
+            msg = data.get("message") if self.proxy is None else (data.get("choices") or [{}])[0].get("message")
             if not (msg or {}).get("content"):
                 return Sample(False, ms, error=f"no content: {resp.text[:200]}")
             hdr = resp.headers.get("x-litellm-overhead-duration-ms")
@@ -325,9 +321,7 @@ class Target:
         except (httpx.HTTPError, ValueError) as exc:
             return Sample(False, (time.perf_counter() - start) * 1000, error=f"{type(exc).__name__}: {exc}")
         if first is None or not done:
-            return Sample(
-                False, (end - start) * 1000, error="stream ended without content or without its end"
-            )
+            return Sample(False, (end - start) * 1000, error="stream ended without content or without its end")
         return Sample(True, (first - start) * 1000, total_ms=(end - start) * 1000)
 
     def _event(self, line: str) -> dict[str, Any] | str | None:
@@ -406,12 +400,12 @@ class Counter:
     def __init__(self) -> None:
         self._n = 0
         self._lock = threading.Lock()
-        self.sent: dict[str, int] = dict.fromkeys(TARGETS, 0)
+        self.sent: dict[str, int] = {}
 
     def prompt(self, target: str, phase: str) -> str:
         with self._lock:
             self._n += 1
-            self.sent[target] += 1
+            self.sent[target] = self.sent.get(target, 0) + 1
             n = self._n
         return f"[{target}] {phase} #{n} {uuid.uuid4().hex}: say hello"
 
@@ -463,32 +457,38 @@ def run_phase(phase: Phase, targets: list[Target], n: int, warmup: int, counter:
     return result
 
 
-def derive(phase_result: dict[str, Any]) -> dict[str, Any]:
-    """Added latency over direct, the plugins' cost over bare, and full/bare ratios (medians)."""
-    med = {name: phase_result[name].get("median_ms") for name in TARGETS}
-    p95 = {name: phase_result[name].get("p95_ms") for name in TARGETS}
+def derive(phase_result: dict[str, Any], names: tuple[str, str, str]) -> dict[str, Any]:
+    """Added latency over direct, the second proxy's cost over the first, and their ratio (medians).
+
+    With the default names the difference is what our plugins cost (full - bare).
+    """
+    direct, first, second = names
+    med = {name: phase_result[name].get("median_ms") for name in names}
+    p95 = {name: phase_result[name].get("p95_ms") for name in names}
     if None in med.values() or None in p95.values():
         return {}
-    return {
-        "bare_added_ms": med["bare"] - med["direct"],
-        "full_added_ms": med["full"] - med["direct"],
-        "plugins_ms": med["full"] - med["bare"],
-        "plugins_p95_ms": p95["full"] - p95["bare"],
-        "full_over_bare_ratio": med["full"] / med["bare"],
-        "full_added_over_bare_added_ratio": (
-            (med["full"] - med["direct"]) / (med["bare"] - med["direct"])
-            if med["bare"] != med["direct"]
-            else None
-        ),
+    cpu = [phase_result[name].get("proxy_cpu_ms_per_request") for name in (first, second)]
+    out = {
+        f"{first}_added_ms": med[first] - med[direct],
+        f"{second}_added_ms": med[second] - med[direct],
+        "delta_ms": med[second] - med[first],
+        "delta_p95_ms": p95[second] - p95[first],
+        "delta_cpu_ms_per_request": cpu[1] - cpu[0] if None not in cpu else None,
+        "ratio": med[second] / med[first],
     }
+    if names == DEFAULT_NAMES:
+        out |= {
+            "plugins_ms": out["delta_ms"],
+            "plugins_p95_ms": out["delta_p95_ms"],
+            "full_over_bare_ratio": out["ratio"],
+        }
+    return out
 
 
 # -- checks --
 
 
-def check_cache_bypass(
-    fake: FakeOllamaProcess, proxies: list[Target]
-) -> tuple[dict[str, Any], dict[str, Any]]:
+def check_cache_bypass(fake: FakeOllamaProcess, proxies: list[Target]) -> tuple[dict[str, Any], dict[str, Any]]:
     """Prove the per-request no-cache body reaches the backend every time, and that the cache is on.
 
     Returns the check's record and the body LiteLLM sent to Ollama (the direct target sends the same).
@@ -515,9 +515,9 @@ def check_cache_bypass(
     return record, backend_body
 
 
-def account(fake: FakeOllamaProcess, counter: Counter) -> dict[str, Any]:
+def account(fake: FakeOllamaProcess, counter: Counter, names: tuple[str, ...]) -> dict[str, Any]:
     """Backend calls per target vs requests sent: equal means no cache hit, retry or lost request."""
-    seen: dict[str, int] = dict.fromkeys(TARGETS, 0)
+    seen: dict[str, int] = dict.fromkeys(names, 0)
     everything = fake.requests()
     paths: dict[str, int] = {}
     for rec in everything:
@@ -525,16 +525,16 @@ def account(fake: FakeOllamaProcess, counter: Counter) -> dict[str, Any]:
     for rec in (r for r in everything if r["path"] == "/api/chat"):
         messages = (rec.get("body") or {}).get("messages") or [{}]
         content = str(messages[-1].get("content") or "")
-        for name in TARGETS:
+        for name in names:
             if content.startswith(f"[{name}] ") and "cache-c" not in content:
                 seen[name] += 1
     out: dict[str, Any] = {
         name: {
-            "requests_sent": counter.sent[name],
+            "requests_sent": counter.sent.get(name, 0),
             "backend_calls": seen[name],
-            "one_backend_call_per_request": counter.sent[name] == seen[name],
+            "one_backend_call_per_request": counter.sent.get(name, 0) == seen[name],
         }
-        for name in TARGETS
+        for name in names
     }
     out["backend_requests_by_path"] = paths  # all targets together, checks included
     return out
@@ -550,6 +550,7 @@ def _f(value: float | None, signed: bool = False) -> str:
 
 
 def text_report(results: dict[str, Any]) -> str:
+    names, label = results["targets"], results["delta"]
     lines = []
     for phase in results["phases"].values():
         d = phase["derived"]
@@ -558,7 +559,7 @@ def text_report(results: dict[str, Any]) -> str:
             f"  {'target':<7} {'median':>8} {'p95':>8} {'mean':>8} {'errors':>6} {'added':>8} "
             f"{'req/s':>7} {'cpu/req':>8}"
         )
-        for name in TARGETS:
+        for name in names:
             s = phase["targets"][name]
             added = None if name == "direct" else d.get(f"{name}_added_ms")
             rps = f"{s['throughput_rps']:.0f}" if s.get("throughput_rps") else "-"
@@ -569,10 +570,11 @@ def text_report(results: dict[str, Any]) -> str:
             )
         if d:
             lines.append(
-                f"  plugins (full - bare): median {_f(d['plugins_ms'], True)} ms, "
-                f"p95 {_f(d['plugins_p95_ms'], True)} ms; full/bare = {d['full_over_bare_ratio']:.3f}x"
+                f"  {label}: median {_f(d['delta_ms'], True)} ms, p95 {_f(d['delta_p95_ms'], True)} ms, "
+                f"cpu/req {_f(d['delta_cpu_ms_per_request'], True)} ms; "
+                f"{names[2]}/{names[1]} = {d['ratio']:.3f}x"
             )
-        for name in ("bare", "full"):
+        for name in names[1:]:
             hdr = phase["targets"][name].get("litellm_overhead_header_median_ms")
             if hdr is not None:
                 lines.append(f"  {name}: LiteLLM's own x-litellm-overhead-duration-ms median {hdr:.2f}")
@@ -586,41 +588,39 @@ def markdown_report(results: dict[str, Any]) -> str:
     """The block pasted into bench/README.md between the overhead markers."""
     s = results["settings"]
     env = results["environment"]
+    names, label = results["targets"], results["delta"]
     out = [
         f"Run {results['date']} with `{results['command']}`, litellm {env['litellm_version']}, "
         f"{env['cpu_count']} CPUs, load average {env['loadavg_start'][0]:.2f} at start and "
         f"{env['loadavg_end'][0]:.2f} at end, N={s['requests']} per target and phase "
         f"(warm-up {s['warmup']} discarded). Milliseconds; median / p95.",
         "",
-        "| condition | direct | bare LiteLLM | full stack | bare added | full added | plugins (full - bare) "
-        "| full/bare | errors d/b/f |",
+        f"| condition | {' | '.join(names)} | {names[1]} added | {names[2]} added | {label} "
+        f"| {names[2]}/{names[1]} | errors {'/'.join(n[0] for n in names)} |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for phase in results["phases"].values():
         t, d = phase["targets"], phase["derived"]
-        cells = [f"{_f(t[n].get('median_ms'))} / {_f(t[n].get('p95_ms'))}" for n in TARGETS]
+        cells = [f"{_f(t[n].get('median_ms'))} / {_f(t[n].get('p95_ms'))}" for n in names]
         derived = (
             [
-                _f(d["bare_added_ms"], True),
-                _f(d["full_added_ms"], True),
-                _f(d["plugins_ms"], True),
-                f"{d['full_over_bare_ratio']:.2f}x",
+                _f(d[f"{names[1]}_added_ms"], True),
+                _f(d[f"{names[2]}_added_ms"], True),
+                _f(d["delta_ms"], True),
+                f"{d['ratio']:.2f}x",
             ]
             if d
             else ["-"] * 4
         )
-        errors = "/".join(str(t[n]["errors"]) for n in TARGETS)
+        errors = "/".join(str(t[n]["errors"]) for n in names)
         out.append(f"| {phase['title']} | {' | '.join(cells)} | {' | '.join(derived)} | {errors} |")
-    out += ["", "| goal | measured | met |", "|---|---|---|"]
-    out += [f"| {g['goal']} | {g['value']} | {'yes' if g['met'] else '**no**'} |" for g in results["goals"]]
+    if results["goals"]:
+        out += ["", "| goal | measured | met |", "|---|---|---|"]
+        out += [f"| {g['goal']} | {g['value']} | {'yes' if g['met'] else '**no**'} |" for g in results["goals"]]
     cpu = results["phases"].get("seq/latency", {}).get("targets", {})
     if cpu:
-        out += [
-            "",
-            "Proxy CPU per request, sequential non-streaming: bare "
-            f"{_f(cpu['bare'].get('proxy_cpu_ms_per_request'))} ms, full "
-            f"{_f(cpu['full'].get('proxy_cpu_ms_per_request'))} ms.",
-        ]
+        per = ", ".join(f"{n} {_f(cpu[n].get('proxy_cpu_ms_per_request'))} ms" for n in names[1:])
+        out += ["", f"Proxy CPU time per request (process user+sys), sequential non-streaming: {per}."]
     return "\n".join(out)
 
 
@@ -686,21 +686,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--requests", type=int, default=200, help="measured requests per target and phase")
-    p.add_argument(
-        "--warmup", type=int, default=None, help="discarded requests per target (default 20, quick 10)"
-    )
+    p.add_argument("--warmup", type=int, default=None, help="discarded requests per target (default 20, quick 10)")
     p.add_argument("--quick", action="store_true", help="N=50")
     p.add_argument("--concurrency", default="8,32", help="comma-separated client counts ('' for none)")
-    p.add_argument(
-        "--modes", default="latency,ttft", help="latency (non-streaming), ttft (streaming) or both"
-    )
+    p.add_argument("--modes", default="latency,ttft", help="latency (non-streaming), ttft (streaming) or both")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON results file")
     p.add_argument("--write-readme", action="store_true", help="rewrite the marked block in bench/README.md")
-    p.add_argument("--extra-settings", type=Path, help="yaml merged into both proxies' configs")
-    p.add_argument("--env", action="append", default=[], metavar="NAME=VALUE", help="env for both proxies")
-    p.add_argument(
-        "--proxy-args", default="", help="extra litellm CLI arguments for both, e.g. '--num_workers 2'"
-    )
+    p.add_argument("--ab", action="store_true", help="proxies are full (as is) and variant (full + the options below)")
+    p.add_argument("--extra-settings", type=Path, help="yaml merged into both proxies' configs (--ab: variant)")
+    p.add_argument("--env", action="append", default=[], metavar="NAME=VALUE", help="proxy env (--ab: variant)")
+    p.add_argument("--proxy-args", default="", help="extra litellm CLI arguments for both, e.g. '--num_workers 2'")
     p.add_argument("--label", default="", help="a name for this run in the JSON (settings experiments)")
     p.add_argument(
         "--hold",
@@ -716,45 +711,49 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def hold_load(full: Target, seconds: float, counter: Counter) -> dict[str, Any]:
-    """Sequential non-streaming load on the full stack only, e.g. while py-spy samples its pid."""
+def hold_load(target: Target, seconds: float, counter: Counter) -> dict[str, Any]:
+    """Sequential non-streaming load on one proxy only, e.g. while py-spy samples its pid."""
     samples, deadline = [], time.monotonic() + seconds
     while time.monotonic() < deadline:
-        samples.append(full.call(counter.prompt(full.name, "hold")))
+        samples.append(target.call(counter.prompt(target.name, "hold")))
     return summarize(samples)
 
 
 @contextlib.contextmanager
-def stack(args: argparse.Namespace, tmp: Path) -> Iterator[tuple[FakeOllamaProcess, list[Target]]]:
+def stack(
+    args: argparse.Namespace, names: tuple[str, str, str], tmp: Path
+) -> Iterator[tuple[FakeOllamaProcess, list[Target]]]:
     """The fake Ollama and both proxies (started concurrently), torn down whatever happens."""
     extra = yaml.safe_load(args.extra_settings.read_text()) if args.extra_settings else None
-    bare_cfg, full_cfg = derived_configs(tmp, extra)
+    overrides = dict(kv.split("=", 1) for kv in args.env)
+    proxy_args = shlex.split(args.proxy_args)
+    if args.ab:  # (name, plugins, extra, env overrides, CLI args): only the variant differs
+        specs = [("full", True, None, {}, []), ("variant", True, extra, overrides, proxy_args)]
+    else:
+        specs = [("bare", False, extra, overrides, proxy_args), ("full", True, extra, overrides, proxy_args)]
     fake = FakeOllamaProcess(log=tmp / "fake-ollama.log")
     proxies: list[ProxyProcess] = []
     targets: list[Target] = []
     try:
         fake.start()
-        overrides = dict(kv.split("=", 1) for kv in args.env)
-        for name, cfg in (("bare", bare_cfg), ("full", full_cfg)):
+        for name, plugins, settings, env_over, cli in specs:
             home = tmp / name
             home.mkdir()
             # The unused backends point at closed ports, the same for both (plugins/environment.py would
             # default them for the full stack only).
-            env = (
-                stack_env(
-                    home,
-                    OLLAMA_API_BASE=fake.url,
-                    LLAMA_SWAP_API_BASE=closed_port_url("/v1"),
-                    TINY_API_BASE=closed_port_url("/v1"),
-                )
-                | overrides
+            env = stack_env(
+                home,
+                OLLAMA_API_BASE=fake.url,
+                LLAMA_SWAP_API_BASE=closed_port_url("/v1"),
+                TINY_API_BASE=closed_port_url("/v1"),
             )
-            proxies.append(ProxyProcess(name, cfg, env, tmp / f"{name}.log", shlex.split(args.proxy_args)))
+            config = proxy_config(tmp, name, plugins, settings)
+            proxies.append(ProxyProcess(name, config, env | env_over, tmp / f"{name}.log", cli))
         for p in proxies:
             p.launch()
         for p in proxies:
             p.wait_ready()
-        targets = [Target("direct", fake.url)] + [Target(p.name, p.url, proxy=p) for p in proxies]
+        targets = [Target(names[0], fake.url)] + [Target(p.name, p.url, proxy=p) for p in proxies]
         yield fake, targets
     finally:
         for t in targets:
@@ -770,8 +769,11 @@ def main(argv: list[str] | None = None) -> int:
     concurrency = [int(c) for c in args.concurrency.split(",") if c.strip()]
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     phases = [Phase(c, m == "ttft") for c in [1, *concurrency] for m in modes]
+    names = AB_NAMES if args.ab else DEFAULT_NAMES
     results: dict[str, Any] = {
         "label": args.label,
+        "targets": list(names),
+        "delta": "variant - full" if args.ab else "plugins (full - bare)",
         "command": shlex.join(["bench/overhead.py", *(sys.argv[1:] if argv is None else argv)]),
         "date": datetime.now(UTC).astimezone().isoformat(timespec="seconds"),
         "environment": {
@@ -788,9 +790,7 @@ def main(argv: list[str] | None = None) -> int:
             "modes": modes,
             "tier": TIER,
             "no_cache_body": NO_CACHE,
-            "extra_settings": yaml.safe_load(args.extra_settings.read_text())
-            if args.extra_settings
-            else None,
+            "extra_settings": yaml.safe_load(args.extra_settings.read_text()) if args.extra_settings else None,
             "env": args.env,
             "proxy_args": args.proxy_args,
         },
@@ -799,19 +799,15 @@ def main(argv: list[str] | None = None) -> int:
     counter = Counter()
     with (
         tempfile.TemporaryDirectory(prefix="bench-overhead-") as tmpdir,
-        stack(args, Path(tmpdir)) as (fake, targets),
+        stack(args, names, Path(tmpdir)) as (fake, targets),
     ):
-        direct, bare, full = targets
-        print(
-            f"started in {time.monotonic() - started:.1f} s: fake ollama {fake.url} (pid {fake.proc.pid}), "
-            f"bare {bare.base_url} (pid {bare.proxy.proc.pid}), "
-            f"full {full.base_url} (pid {full.proxy.proc.pid})",
-            flush=True,
-        )
-        results["cache_check"], direct.backend_body = check_cache_bypass(fake, [bare, full])
+        direct, *proxies = targets
+        pids = ", ".join(f"{t.name} {t.base_url} (pid {t.proxy.proc.pid})" for t in proxies)
+        print(f"started in {time.monotonic() - started:.1f} s: fake ollama {fake.url}, {pids}", flush=True)
+        results["cache_check"], direct.backend_body = check_cache_bypass(fake, proxies)
         results["settings"]["direct_body_template"] = direct.backend_body
         if args.hold:
-            results["hold"] = hold_load(full, args.hold, counter)
+            results["hold"] = hold_load(proxies[-1], args.hold, counter)
         for phase in phases:
             t0 = time.monotonic()
             load = os.getloadavg()[0]
@@ -821,16 +817,16 @@ def main(argv: list[str] | None = None) -> int:
                 "loadavg_1m_at_start": load,
                 "seconds": round(time.monotonic() - t0, 1),
                 "targets": res,
-                "derived": derive(res),
+                "derived": derive(res, names),
             }
             print(f"  {phase.title}: {time.monotonic() - t0:.1f} s", flush=True)
-        results["backend_accounting"] = account(fake, counter)
+        results["backend_accounting"] = account(fake, counter, names)
     results["environment"]["loadavg_end"] = list(os.getloadavg())
-    results["goals"] = evaluate_goals(results["phases"])
+    results["goals"] = [] if args.ab else evaluate_goals(results["phases"])
     results["wall_seconds"] = round(time.monotonic() - started, 1)
 
     print(text_report(results))
-    bad = [n for n in TARGETS if not results["backend_accounting"][n]["one_backend_call_per_request"]]
+    bad = [n for n in names if not results["backend_accounting"][n]["one_backend_call_per_request"]]
     verdict = "MISMATCH for " + ", ".join(bad) if bad else "1 for every target"
     print(
         f"backend calls per request: {verdict}; "

@@ -197,7 +197,7 @@ class DemotionLog(CustomLogger):
         status = getattr(original_exception, "status_code", None) or 503
         return HTTPException(
             status_code=int(status) if int(status) >= 400 else 503,
-            detail=f"every tier in the chain for '{requested}' failed ({tried}). Run `ask doctor` to see why.",
+            detail=f"every tier in the chain for '{requested}' failed ({tried})",
         )
 
     # -- writing --------------------------------------------------------------------------------------

@@ -52,6 +52,15 @@ class Redis:
         return [k for k in self.cli("--scan").splitlines() if k and "daily_metrics" not in k]
 
 
+def assert_redis_warning(proxy: Proxy) -> None:
+    """LiteLLM logs the lost connection (from its background writer, so not always before the answer)."""
+    deadline = time.monotonic() + 10
+    while not any("redis" in line.lower() and ("refused" in line or "closed" in line.lower())
+                  for line in proxy.log_text().splitlines()):
+        assert time.monotonic() < deadline, "no warning about the lost Redis connection"
+        time.sleep(0.2)
+
+
 @pytest.fixture(scope="module")
 def redis() -> Iterator[Redis]:
     server = Redis(free_port()).start()
@@ -91,7 +100,7 @@ def test_redis_down_then_back(redis_proxy: Proxy, redis: Redis, fake_ollama: Fak
     try:
         down = redis_proxy.chat("fast-3b", "while redis is down")
         assert down.status_code == 200 and down.headers["x-served-by"] == "fast-3b"
-        assert "Connection refused" in redis_proxy.log_text() or "Error 111" in redis_proxy.log_text()
+        assert_redis_warning(redis_proxy)
     finally:
         redis.start()
     deadline = time.monotonic() + 20
@@ -113,4 +122,4 @@ def test_unreachable_redis_at_start_still_serves(tmp_path: Path, fake_ollama: Fa
         for _ in range(2):
             resp = proxy.chat("fast-3b", "no redis at all")
             assert resp.status_code == 200 and resp.headers["x-served-by"] == "fast-3b"
-        assert "Error 111" in proxy.log_text() or "Connection refused" in proxy.log_text()
+        assert_redis_warning(proxy)
