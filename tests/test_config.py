@@ -1,0 +1,73 @@
+"""The policy written in litellm-config.yaml, checked where a careless edit would break it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from ask_cli import stack_config
+from tests.stack import CONFIG
+
+CONFIG_DATA = stack_config.load(CONFIG)
+TIERS = {m["model_name"]: m for m in stack_config.tiers(CONFIG_DATA)}
+FALLBACKS = {k: v for entry in CONFIG_DATA["router_settings"]["fallbacks"] for k, v in entry.items()}
+
+
+def params(tier: str) -> dict[str, Any]:
+    return TIERS[tier]["litellm_params"]
+
+
+def seconds(duration: str) -> int:
+    return int(duration[:-1]) * {"s": 1, "m": 60, "h": 3600}[duration[-1]]
+
+
+def test_the_tiers_the_issue_names_exist() -> None:
+    assert {"fast-9b", "fast-3b", "fast-1b", "think-9b", "coder-30b", "heavy", "tiny"} <= set(TIERS)
+
+
+def test_keep_alive_policy() -> None:
+    ollama = {t for t, m in TIERS.items() if params(t)["model"].startswith("ollama_chat/")}
+    policy = {t: seconds(TIERS[t]["model_info"]["keep_alive"]) for t in ollama}
+    assert policy["fast-9b"] == 15 * 60 and policy["coder-30b"] == 30
+    assert policy["fast-1b"] < policy["fast-3b"] < policy["fast-9b"]
+    assert all("keep_alive" not in params(t) for t in TIERS), "policy lives in model_info, injected per attempt"
+
+
+@pytest.mark.parametrize("tier", ["fast-9b", "fast-3b", "fast-1b"])
+def test_fallbacks_never_retry_the_same_blob(tier: str) -> None:
+    tags = [params(t)["model"] for t in [tier, *FALLBACKS[tier]]]
+    assert len(set(tags)) == len(tags)
+    assert FALLBACKS[tier][-1] == "tiny", "the last hop is another runtime, present on every machine"
+
+
+def test_reasoning_tier_never_falls_back_to_a_small_model() -> None:
+    assert FALLBACKS["think-9b"] == ["heavy"]
+    assert "tiny" not in FALLBACKS["heavy"] and "fast-1b" not in FALLBACKS["heavy"]
+
+
+def test_thinking_is_explicit_and_the_9b_tiers_share_one_runner() -> None:
+    assert params("think-9b")["think"] is True and params("fast-9b")["think"] is False
+    assert params("think-9b")["model"] == params("fast-9b")["model"]
+    assert params("think-9b")["num_ctx"] == params("fast-9b")["num_ctx"]
+
+
+def test_every_address_and_the_key_come_from_the_environment() -> None:
+    for tier in TIERS:
+        assert params(tier)["api_base"].startswith("os.environ/"), tier
+    assert CONFIG_DATA["general_settings"]["master_key"] == "os.environ/LITELLM_MASTER_KEY"
+
+
+def test_every_tier_has_a_timeout_and_ollama_tiers_a_context() -> None:
+    for tier in TIERS:
+        assert params(tier)["timeout"] > 0
+        if params(tier)["model"].startswith("ollama_chat/"):
+            assert params(tier)["num_ctx"] >= 4096
+
+
+def test_the_redis_variant_changes_only_the_cache() -> None:
+    redis = stack_config.with_redis_cache(CONFIG_DATA)
+    assert redis["litellm_settings"]["cache_params"]["type"] == "redis"
+    assert redis["litellm_settings"]["cache_params"]["ttl"] == CONFIG_DATA["litellm_settings"]["cache_params"]["ttl"]
+    assert {k: v for k, v in redis.items() if k != "litellm_settings"} == {
+        k: v for k, v in CONFIG_DATA.items() if k != "litellm_settings"}
