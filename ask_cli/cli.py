@@ -63,6 +63,7 @@ def serve(
     from ask_cli.stack_config import ConfigError, default_config_path
 
     stack = serving.Stack(config=config or default_config_path(), port=port, embedded=embedded)
+    serving.stopping_on_signals()
     try:
         stack.start()
         if ask:
@@ -77,8 +78,8 @@ def serve(
         raise fail(str(exc), 2) from None
     except RuntimeError as exc:
         raise fail(str(exc)) from None
-    except KeyboardInterrupt:
-        raise typer.Exit(130) from None
+    except serving.Stopped:
+        typer.echo("stopping the stack", err=True)
     finally:
         stack.stop()
 

@@ -100,23 +100,18 @@ class Stack:
         return False
 
     def watch(self) -> int:
-        """Block until a child exits (then report it) or a signal arrives; 0 on a clean stop."""
-        stop = {"signal": 0}
-
-        def on_signal(signum: int, _frame: object) -> None:
-            stop["signal"] = signum
-
-        signal.signal(signal.SIGTERM, on_signal)
-        signal.signal(signal.SIGINT, on_signal)
-        while not stop["signal"]:
+        """Block until a child exits (then report it: 1) or a signal stops the stack (see `stopping_on_signals`)."""
+        while True:
             for name, proc in self.children:
                 if proc.poll() is not None:
                     self.log(f"{name} exited with code {proc.returncode}; stopping the stack")
                     return 1
             time.sleep(0.2)
-        return 0
 
     def stop(self) -> None:
+        """SIGTERM each child's process group, SIGKILL what has not gone in 15 s. Signals wait meanwhile."""
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, signal.SIG_IGN)
         for _name, proc in reversed(self.children):
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGTERM)
@@ -128,6 +123,20 @@ class Stack:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
         self.children.clear()
+
+
+class Stopped(Exception):
+    """SIGTERM or SIGINT arrived: unwind, so `Stack.stop` runs wherever the run command was."""
+
+
+def stopping_on_signals() -> None:
+    """From here on SIGTERM and Ctrl-C raise `Stopped`, even mid-start or mid-answer: no orphaned children."""
+
+    def on_signal(signum: int, _frame: object) -> None:
+        raise Stopped(signal.Signals(signum).name)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
 
 
 def _answers(url: str) -> bool:

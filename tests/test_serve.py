@@ -96,3 +96,24 @@ def test_fresh_machine_gets_a_real_answer_then_stops_cleanly(tmp_path: Path) -> 
     assert key_file.read_text().strip() not in stderr  # the key is never printed
     time.sleep(0.5)
     assert not _listening(proxy_port) and not _listening(tiny_port)
+
+
+@pytest.mark.real_model
+def test_sigterm_while_starting_leaves_no_orphans(tmp_path: Path) -> None:
+    """Stopped before the proxy is up (a launchd stop, a Ctrl-C): the embedded model goes too."""
+    proxy_port, tiny_port = free_port(), free_port()
+    env = stack_env(tmp_path, OLLAMA_API_BASE=closed_port_url(), TINY_API_BASE=f"http://127.0.0.1:{tiny_port}/v1")
+    proc = subprocess.Popen([sys.executable, "-m", "ask_cli", "serve", "--port", str(proxy_port)],
+                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while not _listening(tiny_port):
+            assert time.monotonic() < deadline and proc.poll() is None, "the embedded model never came up"
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    time.sleep(0.5)
+    assert not _listening(tiny_port) and not _listening(proxy_port)
