@@ -1,14 +1,14 @@
 """What the proxy costs over talking to Ollama directly, and what our plugins add over bare LiteLLM.
 
-Three targets, measured side by side in one run and interleaved round-robin (direct, bare, full, direct, ...)
-so that drift on a shared machine hits all three equally:
+Three targets, measured side by side in one run and interleaved round-robin (direct, bare, full, direct,
+full, bare, ...) so that drift on a shared machine hits all three equally:
 
   direct  the emulated Ollama's own ``/api/chat`` (the body LiteLLM itself sends, captured at start)
   bare    the real ``litellm`` proxy with litellm-config.yaml minus ``litellm_settings.callbacks``
   full    the real ``litellm`` proxy with litellm-config.yaml as is (our plugins loaded)
 
-The backend is ``python -m tests.fake_ollama`` in its own process, so its work does not share this client's
-GIL. Every request asks tier ``fast-9b`` with a unique prompt and ``cache: {no-cache, no-store}``, and the
+The backend is ``tests.fake_ollama`` in its own process, so its work does not share this client's GIL.
+Every request asks tier ``fast-9b`` with a unique prompt and ``cache: {no-cache, no-store}``, and the
 fake's request log is checked to grow by one per request: a cache hit would time the cache, not the proxy.
 
 With ``--ab`` the two proxies are instead ``full`` (as is) and ``variant`` (the full stack plus
@@ -30,6 +30,7 @@ import math
 import os
 import platform
 import shlex
+import shutil
 import signal
 import statistics
 import subprocess
@@ -124,7 +125,7 @@ def _group_cpu_s(pgid: int) -> float:
 
 @dataclass
 class FakeOllamaProcess:
-    """``python -m tests.fake_ollama`` in its own process: the backend's CPU is not the client's GIL."""
+    """The `tests.fake_ollama` server in its own process: the backend's CPU is not the client's GIL."""
 
     log: Path
     port: int = field(default_factory=free_port)
@@ -135,7 +136,10 @@ class FakeOllamaProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> FakeOllamaProcess:
-        cmd = [sys.executable, "-m", "tests.fake_ollama", "--port", str(self.port)]
+        # socketserver's listen backlog is 5: a burst of 32 new connections overflowed it (a reset, a 1 s SYN
+        # retry) and made `direct` look slow at 32 clients. Real Ollama (Go net/http) uses the system's.
+        boot = "import sys, tests.fake_ollama as f; f._Server.request_queue_size = 1024; sys.exit(f.main())"
+        cmd = [sys.executable, "-c", boot, "--port", str(self.port)]
         with self.log.open("wb") as out:
             self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         _wait_http(f"{self.url}/api/version", self.proc, self.log, 30)
@@ -148,6 +152,7 @@ class FakeOllamaProcess:
         return resp.json()["requests"]
 
     def chats(self) -> list[dict[str, Any]]:
+        """Only the ``/api/chat`` requests: one per answered request, whoever sent it."""
         return [r for r in self.requests() if r["path"] == "/api/chat"]
 
     def stop(self) -> None:
@@ -237,6 +242,7 @@ class Sample:
     ms: float  # latency (non-streaming) or time to the first content chunk (streaming)
     total_ms: float | None = None  # streaming: time to the end of the stream
     overhead_hdr_ms: float | None = None  # LiteLLM's own claim: x-litellm-overhead-duration-ms
+    timing_hdrs: dict[str, float] = field(default_factory=dict)  # x-litellm-*-ms, e.g. LITELLM_DETAILED_TIMING
     error: str | None = None
 
 
@@ -286,7 +292,12 @@ class Target:
             if not (msg or {}).get("content"):
                 return Sample(False, ms, error=f"no content: {resp.text[:200]}")
             hdr = resp.headers.get("x-litellm-overhead-duration-ms")
-            return Sample(True, ms, overhead_hdr_ms=float(hdr) if hdr else None)
+            timing = {
+                k: float(v)
+                for k, v in resp.headers.items()
+                if k.startswith("x-litellm-") and k.endswith("-ms") and _is_number(v)
+            }
+            return Sample(True, ms, overhead_hdr_ms=float(hdr) if hdr else None, timing_hdrs=timing)
         except (httpx.HTTPError, ValueError) as exc:
             return Sample(False, (time.perf_counter() - start) * 1000, error=f"{type(exc).__name__}: {exc}")
 
@@ -345,6 +356,14 @@ class Target:
         self.client.close()
 
 
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 # -- measuring --
 
 
@@ -370,6 +389,11 @@ def summarize(samples: list[Sample]) -> dict[str, Any]:
     hdr = [s.overhead_hdr_ms for s in samples if s.ok and s.overhead_hdr_ms is not None]
     if hdr:
         out["litellm_overhead_header_median_ms"] = statistics.median(hdr)
+    names = sorted({k for s in samples if s.ok for k in s.timing_hdrs})
+    if names:
+        out["litellm_timing_header_medians_ms"] = {
+            k: statistics.median([s.timing_hdrs[k] for s in samples if s.ok and k in s.timing_hdrs]) for k in names
+        }
     errors = [s.error for s in samples if not s.ok]
     if errors:
         out["first_errors"] = sorted(set(errors))[:5]
@@ -410,6 +434,17 @@ class Counter:
         return f"[{target}] {phase} #{n} {uuid.uuid4().hex}: say hello"
 
 
+def rounds(targets: list[Target], i: int) -> list[Target]:
+    """Round i's order: direct first, the two proxies swapped every other round.
+
+    A proxy keeps working after its response is sent (logging callbacks, cost tracking); on 2 cores that
+    tail slows whatever request comes next. With a fixed order the second proxy would always pay for the
+    first one's tail, which biased an A/A control by ~1 ms; alternating makes each proxy follow the other
+    equally often.
+    """
+    return targets if i % 2 == 0 else [targets[0], *reversed(targets[1:])]
+
+
 def run_phase(phase: Phase, targets: list[Target], n: int, warmup: int, counter: Counter) -> dict[str, Any]:
     """Measure all targets under one condition, round-robin, warm-up discarded."""
     measured: dict[str, list[Sample]] = {t.name: [] for t in targets}
@@ -422,7 +457,7 @@ def run_phase(phase: Phase, targets: list[Target], n: int, warmup: int, counter:
 
     if phase.clients == 1:
         for i in range(warmup + n):
-            for t in targets:
+            for t in rounds(targets, i):
                 start = time.perf_counter()
                 sample = one(t)
                 if i >= warmup:
@@ -435,8 +470,10 @@ def run_phase(phase: Phase, targets: list[Target], n: int, warmup: int, counter:
             for t in targets:  # warm-up: open `clients` keep-alive connections per target
                 wait([pool.submit(one, t) for _ in range(max(warmup, phase.clients))])
             left = dict.fromkeys(measured, n)
+            turn = 0
             while any(left.values()):
-                for t in targets:
+                turn += 1
+                for t in rounds(targets, turn):
                     k = min(block, left[t.name])
                     if not k:
                         continue
@@ -580,7 +617,8 @@ def text_report(results: dict[str, Any]) -> str:
                 lines.append(f"  {name}: LiteLLM's own x-litellm-overhead-duration-ms median {hdr:.2f}")
     lines.append("")
     for goal in results["goals"]:
-        lines.append(f"goal: {goal['goal']:<55} {goal['value']:>9}  {'MET' if goal['met'] else 'NOT MET'}")
+        verdict = "not measured" if goal["value"] == "-" else "MET" if goal["met"] else "NOT MET"
+        lines.append(f"goal: {goal['goal']:<55} {goal['value']:>9}  {verdict}")
     return "\n".join(lines)
 
 
@@ -596,8 +634,9 @@ def markdown_report(results: dict[str, Any]) -> str:
         f"(warm-up {s['warmup']} discarded). Milliseconds; median / p95.",
         "",
         f"| condition | {' | '.join(names)} | {names[1]} added | {names[2]} added | {label} "
-        f"| {names[2]}/{names[1]} | errors {'/'.join(n[0] for n in names)} |",
-        "|---|---|---|---|---|---|---|---|---|",
+        f"| {names[2]}/{names[1]} | req/s {'/'.join(n[0] for n in names[1:])} "
+        f"| cpu ms/req {'/'.join(n[0] for n in names[1:])} | errors {'/'.join(n[0] for n in names)} |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for phase in results["phases"].values():
         t, d = phase["targets"], phase["derived"]
@@ -613,14 +652,15 @@ def markdown_report(results: dict[str, Any]) -> str:
             else ["-"] * 4
         )
         errors = "/".join(str(t[n]["errors"]) for n in names)
-        out.append(f"| {phase['title']} | {' | '.join(cells)} | {' | '.join(derived)} | {errors} |")
+        rps = "/".join(f"{t[n]['throughput_rps']:.0f}" if t[n].get("throughput_rps") else "-" for n in names[1:])
+        cpu = "/".join(_f(t[n].get("proxy_cpu_ms_per_request")) for n in names[1:])
+        out.append(f"| {phase['title']} | {' | '.join(cells)} | {' | '.join(derived)} | {rps} | {cpu} | {errors} |")
     if results["goals"]:
         out += ["", "| goal | measured | met |", "|---|---|---|"]
-        out += [f"| {g['goal']} | {g['value']} | {'yes' if g['met'] else '**no**'} |" for g in results["goals"]]
-    cpu = results["phases"].get("seq/latency", {}).get("targets", {})
-    if cpu:
-        per = ", ".join(f"{n} {_f(cpu[n].get('proxy_cpu_ms_per_request'))} ms" for n in names[1:])
-        out += ["", f"Proxy CPU time per request (process user+sys), sequential non-streaming: {per}."]
+        out += [
+            f"| {g['goal']} | {g['value']} | {'-' if g['value'] == '-' else 'yes' if g['met'] else '**no**'} |"
+            for g in results["goals"]
+        ]
     return "\n".join(out)
 
 
@@ -642,7 +682,7 @@ def evaluate_goals(phases: dict[str, Any]) -> list[dict[str, Any]]:
         goals.append(
             {
                 "goal": goal,
-                "value": "-" if value is None else f"{value:.2f} {unit}".strip(),
+                "value": "-" if value is None else f"{value:.2f} {unit}" if unit else f"{value:g}",
                 "met": value is not None and value <= limit,
             }
         )
@@ -695,7 +735,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--ab", action="store_true", help="proxies are full (as is) and variant (full + the options below)")
     p.add_argument("--extra-settings", type=Path, help="yaml merged into both proxies' configs (--ab: variant)")
     p.add_argument("--env", action="append", default=[], metavar="NAME=VALUE", help="proxy env (--ab: variant)")
-    p.add_argument("--proxy-args", default="", help="extra litellm CLI arguments for both, e.g. '--num_workers 2'")
+    p.add_argument(
+        "--proxy-args",
+        default="",
+        help="extra litellm CLI arguments (--ab: variant), written --proxy-args='--num_workers 2'",
+    )
+    p.add_argument("--keep-logs", type=Path, metavar="DIR", help="copy the proxy logs and configs here")
     p.add_argument("--label", default="", help="a name for this run in the JSON (settings experiments)")
     p.add_argument(
         "--hold",
@@ -746,6 +791,7 @@ def stack(
                 OLLAMA_API_BASE=fake.url,
                 LLAMA_SWAP_API_BASE=closed_port_url("/v1"),
                 TINY_API_BASE=closed_port_url("/v1"),
+                LITELLM_LOG="ERROR",  # as `ask serve` runs the proxy (ask_cli/serve.py)
             )
             config = proxy_config(tmp, name, plugins, settings)
             proxies.append(ProxyProcess(name, config, env | env_over, tmp / f"{name}.log", cli))
@@ -761,6 +807,10 @@ def stack(
         for p in proxies:
             p.stop()
         fake.stop()
+        if args.keep_logs:  # the proxies' output and the configs they ran, for checking a variant took effect
+            args.keep_logs.mkdir(parents=True, exist_ok=True)
+            for path in [*tmp.glob("*.log"), *tmp.glob("*.yaml")]:
+                shutil.copy(path, args.keep_logs / path.name)
 
 
 def main(argv: list[str] | None = None) -> int:

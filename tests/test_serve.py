@@ -61,6 +61,16 @@ def test_master_key_from_the_environment_wins(monkeypatch: pytest.MonkeyPatch) -
     assert not paths.key_file().exists()
 
 
+def _stop(proc: subprocess.Popen[str] | subprocess.Popen[bytes]) -> None:
+    """A failed test still stops what it started: SIGTERM lets `ask serve` stop its children."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
 def _listening(port: int) -> bool:
     with socket.socket() as s:
         return s.connect_ex(("127.0.0.1", port)) == 0
@@ -89,8 +99,7 @@ def test_fresh_machine_gets_a_real_answer_then_stops_cleanly(tmp_path: Path) -> 
         assert proc.wait(timeout=30) == 0
         stderr = proc.stderr.read() if proc.stderr else ""
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        _stop(proc)
     assert "[degraded: fast-9b → tiny]" in stderr
     assert f"proxy listening on http://127.0.0.1:{proxy_port}/v1" in stderr
     assert key_file.read_text().strip() not in stderr  # the key is never printed
@@ -113,7 +122,28 @@ def test_sigterm_while_starting_leaves_no_orphans(tmp_path: Path) -> None:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        _stop(proc)
     time.sleep(0.5)
     assert not _listening(tiny_port) and not _listening(proxy_port)
+
+
+@pytest.mark.real_model
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signal is Linux-only")
+def test_children_go_when_the_run_command_is_killed_outright(tmp_path: Path) -> None:
+    tiny_port = free_port()
+    env = stack_env(tmp_path, OLLAMA_API_BASE=closed_port_url(), TINY_API_BASE=f"http://127.0.0.1:{tiny_port}/v1")
+    proc = subprocess.Popen([sys.executable, "-m", "ask_cli", "serve", "--port", str(free_port())],
+                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while not _listening(tiny_port):
+            assert time.monotonic() < deadline and proc.poll() is None, "the embedded model never came up"
+            time.sleep(0.1)
+        proc.kill()
+        proc.wait(timeout=10)
+        deadline = time.monotonic() + 10
+        while _listening(tiny_port):
+            assert time.monotonic() < deadline, "the embedded model outlived a killed `ask serve`"
+            time.sleep(0.1)
+    finally:
+        _stop(proc)
