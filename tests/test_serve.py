@@ -107,18 +107,26 @@ def test_fresh_machine_gets_a_real_answer_then_stops_cleanly(tmp_path: Path) -> 
     assert not _listening(proxy_port) and not _listening(tiny_port)
 
 
-@pytest.mark.real_model
-def test_sigterm_while_starting_leaves_no_orphans(tmp_path: Path) -> None:
-    """Stopped before the proxy is up (a launchd stop, a Ctrl-C): the embedded model goes too."""
+def _serving_until_embedded_is_up(tmp_path: Path) -> tuple[subprocess.Popen[bytes], int, int]:
+    """`ask serve` started with no Ollama, returned as soon as the embedded model listens (proxy not yet up)."""
     proxy_port, tiny_port = free_port(), free_port()
     env = stack_env(tmp_path, OLLAMA_API_BASE=closed_port_url(), TINY_API_BASE=f"http://127.0.0.1:{tiny_port}/v1")
     proc = subprocess.Popen([sys.executable, "-m", "ask_cli", "serve", "--port", str(proxy_port)],
                             cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while not _listening(tiny_port):
+        if time.monotonic() > deadline or proc.poll() is not None:
+            _stop(proc)
+            raise AssertionError("the embedded model never came up")
+        time.sleep(0.1)
+    return proc, proxy_port, tiny_port
+
+
+@pytest.mark.real_model
+def test_sigterm_while_starting_leaves_no_orphans(tmp_path: Path) -> None:
+    """Stopped before the proxy is up (a launchd stop, a Ctrl-C): the embedded model goes too."""
+    proc, proxy_port, tiny_port = _serving_until_embedded_is_up(tmp_path)
     try:
-        deadline = time.monotonic() + 60
-        while not _listening(tiny_port):
-            assert time.monotonic() < deadline and proc.poll() is None, "the embedded model never came up"
-            time.sleep(0.1)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
     finally:
@@ -130,15 +138,8 @@ def test_sigterm_while_starting_leaves_no_orphans(tmp_path: Path) -> None:
 @pytest.mark.real_model
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signal is Linux-only")
 def test_children_go_when_the_run_command_is_killed_outright(tmp_path: Path) -> None:
-    tiny_port = free_port()
-    env = stack_env(tmp_path, OLLAMA_API_BASE=closed_port_url(), TINY_API_BASE=f"http://127.0.0.1:{tiny_port}/v1")
-    proc = subprocess.Popen([sys.executable, "-m", "ask_cli", "serve", "--port", str(free_port())],
-                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc, _proxy_port, tiny_port = _serving_until_embedded_is_up(tmp_path)
     try:
-        deadline = time.monotonic() + 60
-        while not _listening(tiny_port):
-            assert time.monotonic() < deadline and proc.poll() is None, "the embedded model never came up"
-            time.sleep(0.1)
         proc.kill()
         proc.wait(timeout=10)
         deadline = time.monotonic() + 10
