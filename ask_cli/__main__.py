@@ -1,3 +1,3 @@
-from ask_cli.cli import app
+from ask_cli.cli import main
 
-app(prog_name="ask")
+main()

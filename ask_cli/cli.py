@@ -1,4 +1,8 @@
-"""The `ask` command line. This issue's surface: `ask serve`, the command that runs the stack."""
+"""The `ask` command line: `ask "prompt"` for an answer, `ask <command>` for everything else.
+
+`main` dispatches: a first argument that names a command goes to the command group, anything else is a
+question. (A question that is exactly a command's name: `ask -- stats`.)
+"""
 
 from __future__ import annotations
 
@@ -16,9 +20,11 @@ if TYPE_CHECKING:
 app = typer.Typer(
     help="A cheap local LLM tier on your own machine, served by LiteLLM.",
     no_args_is_help=True,
-    add_completion=True,
+    add_completion=False,
     pretty_exceptions_enable=False,
 )
+question_app = typer.Typer(add_completion=True, pretty_exceptions_enable=False)
+COMMANDS_HELP = "Commands: ask serve (run the stack). `ask serve --help` for its options."
 
 
 def _version(value: bool) -> None:
@@ -28,7 +34,7 @@ def _version(value: bool) -> None:
 
 
 @app.callback()
-def main(
+def group(
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
                                           help="Print the version and exit.")] = False,
 ) -> None:
@@ -99,3 +105,77 @@ def _answer(stack: Stack, model: str, prompt: str) -> None:
         sys.stdout.write("\n")
     except client.ProxyError as exc:
         raise fail(exc.message) from None
+
+
+@question_app.command(epilog=COMMANDS_HELP)
+def question(
+    prompt: Annotated[str | None, typer.Argument(help='The question; stdin is appended. Example: ask "hi"')] = None,
+    nine_b: Annotated[bool, typer.Option("--9b", help="fast-9b, the default. Example: ask --9b 'hi'")] = False,
+    three_b: Annotated[bool, typer.Option("--3b", help="fast-3b. Example: ask --3b 'classify: ...'")] = False,
+    one_b: Annotated[bool, typer.Option("--1b", help="fast-1b. Example: ask --1b 'yes or no: ...'")] = False,
+    think: Annotated[bool, typer.Option("--think", help="think-9b. Example: ask --think 'why …'")] = False,
+    coder: Annotated[bool, typer.Option("--coder", help="coder-30b. Example: ask --coder 'refactor ...'")] = False,
+    heavy: Annotated[bool, typer.Option("--heavy", help="heavy, llama.cpp. Example: ask --heavy 'plan ...'")] = False,
+    council: Annotated[bool, typer.Option("--council", help="council, uncached. Example: ask --council '…'")] = False,
+    tiny: Annotated[bool, typer.Option("--tiny", help="tiny, embedded. Example: ask --tiny 'hi'")] = False,
+    model: Annotated[str | None, typer.Option("-m", "--model", help="Any tier. Example: -m coder-30b")] = None,
+    system: Annotated[str | None, typer.Option("-s", "--system", help="System prompt. Example: -s 'Be terse.'")] = None,
+    temperature: Annotated[float | None, typer.Option(help="Sampling temperature. Example: --temperature 0")] = None,
+    max_tokens: Annotated[int | None, typer.Option(help="Answer length cap. Example: --max-tokens 200")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object: answer, served_by, demoted, ...")] = False,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Skip the prompt cache (read and write).")] = False,
+    no_fallback: Annotated[bool, typer.Option("--no-fallback", help="Fail rather than demote. For cron.")] = False,
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    """Ask one tier one question; the answer streams to stdout, a demotion is said on stderr.
+
+    Example: git diff --staged | ask "write a one-line commit message"
+    """
+    from ask_cli import query as q
+
+    flags = [f for f, on in (("--9b", nine_b), ("--3b", three_b), ("--1b", one_b), ("--think", think),
+                             ("--coder", coder), ("--heavy", heavy), ("--council", council), ("--tiny", tiny)) if on]
+    try:
+        tier = q.pick_tier(flags, model)
+        text, warnings = q.read_prompt(prompt)
+    except q.UsageError as exc:
+        raise fail(str(exc), 2) from None
+    for warning in warnings:
+        typer.echo(f"ask: warning: {warning}", err=True)
+    asked = q.Question(model=tier, prompt=text, system=system, temperature=temperature,
+                       max_tokens=max_tokens, fallbacks=not no_fallback)
+
+    def emit(piece: str) -> None:
+        if not as_json:
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+
+    from ask_cli import client
+
+    try:
+        outcome = q.ask_proxy(asked, emit, lambda line: typer.echo(line, err=True))
+    except q.NoKey as exc:
+        raise fail(str(exc)) from None
+    except client.ProxyUnreachable as exc:
+        raise fail(f"the proxy is not running at {client.proxy_url()} ({exc}): start it with `ask serve`") from None
+    except client.ProxyError as exc:
+        raise fail(exc.message) from None
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+    if as_json:
+        typer.echo(q.as_json(asked, outcome, cache_hit=False))
+    elif outcome.answer and not outcome.answer.endswith("\n"):
+        sys.stdout.write("\n")
+
+
+def main() -> None:
+    """The `ask` console script."""
+    first = sys.argv[1] if len(sys.argv) > 1 else None
+    commands = {c.name or (c.callback.__name__ if c.callback else "") for c in app.registered_commands}
+    if first == "--":
+        del sys.argv[1]
+    elif first in commands:
+        app(prog_name="ask")
+        return
+    question_app(prog_name="ask")

@@ -1,0 +1,129 @@
+"""`ask "prompt"`: one question to one tier, the answer streamed, the tier that answered made plain.
+
+Kept apart from the subcommands so the common case pays for nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from ask_cli import client, paths
+
+DEFAULT_TIER = "fast-9b"
+# flag -> tier: the explicit tier flags. `-m NAME` reaches any other tier the proxy serves.
+TIER_FLAGS: dict[str, str] = {
+    "--9b": "fast-9b",
+    "--3b": "fast-3b",
+    "--1b": "fast-1b",
+    "--think": "think-9b",
+    "--coder": "coder-30b",
+    "--heavy": "heavy",
+    "--council": "council",
+    "--tiny": "tiny",
+}
+
+
+class UsageError(Exception):
+    """The command line cannot be run as given (exit 2)."""
+
+
+class NoKey(Exception):
+    """No master key anywhere: the stack has never been started on this machine."""
+
+
+@dataclass
+class Question:
+    model: str
+    prompt: str
+    system: str | None = None
+    temperature: float | None = None
+    max_tokens: int | None = None
+    fallbacks: bool = True
+    warnings: list[str] = field(default_factory=list)
+
+    def body(self) -> dict[str, Any]:
+        messages = [{"role": "system", "content": self.system}] if self.system else []
+        messages.append({"role": "user", "content": self.prompt})
+        body: dict[str, Any] = {"model": self.model, "messages": messages,
+                                "stream_options": {"include_usage": True}}
+        if self.temperature is not None:
+            body["temperature"] = self.temperature
+        if self.max_tokens is not None:
+            body["max_tokens"] = self.max_tokens
+        if not self.fallbacks:
+            body["disable_fallbacks"] = True  # LiteLLM: this request fails rather than demote
+        return body
+
+
+def pick_tier(flags: list[str], model: str | None) -> str:
+    chosen = [TIER_FLAGS[f] for f in flags] + ([model] if model else [])
+    if len(chosen) > 1:
+        raise UsageError(f"pick one tier, not {len(chosen)} ({', '.join(chosen)})")
+    return chosen[0] if chosen else DEFAULT_TIER
+
+
+def read_prompt(argument: str | None, stdin: Any = None) -> tuple[str, list[str]]:
+    """The argument and piped stdin together (`git diff | ask "commit message"`); invalid UTF-8 replaced."""
+    stdin = sys.stdin if stdin is None else stdin
+    warnings: list[str] = []
+    piped = ""
+    if not stdin.isatty():
+        raw = stdin.buffer.read()
+        piped = raw.decode("utf-8", errors="replace")
+        if "\ufffd" in piped and b"\xef\xbf\xbd" not in raw:
+            warnings.append("stdin was not valid UTF-8: undecodable bytes were replaced with U+FFFD")
+    parts = [p for p in ((argument or "").strip(), piped.strip()) if p]
+    if not parts:
+        raise UsageError('no prompt: give one as an argument (ask "...") or on stdin (... | ask)')
+    return "\n\n".join(parts), warnings
+
+
+@dataclass
+class Outcome:
+    answer: str = ""
+    served_by: str = ""
+    demoted_from: str | None = None
+    usage: dict[str, Any] = field(default_factory=dict)
+    ttft_s: float | None = None
+    latency_s: float = 0.0
+    exit_code: int = 0
+    error: str | None = None
+
+
+def ask_proxy(question: Question, emit: Any, marker: Any) -> Outcome:
+    """Stream the answer through `emit(piece)`; call `marker(text)` once if the proxy demoted the request."""
+    from plugins.provenance import degraded_marker
+
+    key = paths.master_key(create=False)
+    if not key:
+        raise NoKey(f"no master key in {paths.key_file()} or $LITELLM_MASTER_KEY: start the stack once with "
+                    "`ask serve`, which creates it")
+    started = time.perf_counter()
+    outcome = Outcome()
+    reply, pieces = client.stream_chat(client.proxy_url(), key, question.body())
+    outcome.served_by, outcome.demoted_from = reply.served_by, reply.demoted_from
+    if reply.demoted:
+        marker(degraded_marker(question.model, reply.served_by))
+    for piece in pieces:
+        if outcome.ttft_s is None:
+            outcome.ttft_s = round(time.perf_counter() - started, 3)
+        emit(piece)
+    outcome.answer, outcome.usage = reply.text, reply.usage
+    outcome.latency_s = round(time.perf_counter() - started, 3)
+    return outcome
+
+
+def as_json(question: Question, outcome: Outcome, cache_hit: bool) -> str:
+    return json.dumps({
+        "answer": outcome.answer,
+        "model": question.model,
+        "served_by": outcome.served_by,
+        "demoted": outcome.demoted_from is not None,
+        "cache_hit": cache_hit,
+        "latency_s": outcome.latency_s,
+        "usage": outcome.usage,
+    }, ensure_ascii=False)
