@@ -1,3 +1,3 @@
-from ask_cli.cli import main
+from ask_cli.entry import main
 
 main()

@@ -24,7 +24,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 question_app = typer.Typer(add_completion=True, pretty_exceptions_enable=False)
-COMMANDS_HELP = "Commands: ask serve (run the stack). `ask serve --help` for its options."
+COMMANDS_HELP = ("Commands: ask serve (run the stack), ask stats (is it paying off?). "
+                 "`ask <command> --help` for their options.")
 
 
 def _version(value: bool) -> None:
@@ -90,6 +91,30 @@ def serve(
         stack.stop()
 
 
+@app.command()
+def stats(
+    since: Annotated[str | None, typer.Option(help="Only calls this recent. Example: --since 7d")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="The figures as one JSON object.")] = False,
+) -> None:
+    """Is the local tier paying off? Calls, served_by, cache hits, demotions, errors, latency per model.
+
+    Example: ask stats --since 7d
+    """
+    import json
+
+    from ask_cli import telemetry
+
+    try:
+        since_s = telemetry.parse_since(since) if since else None
+    except ValueError as exc:
+        raise fail(str(exc), 2) from None
+    try:
+        summary = telemetry.stats(telemetry.read(since_s))
+    except OSError as exc:
+        raise fail(f"cannot read {telemetry.log_path()}: {exc.strerror or exc}") from None
+    typer.echo(json.dumps(summary, indent=2) if as_json else telemetry.format_table(summary))
+
+
 def _answer(stack: Stack, model: str, prompt: str) -> None:
     from ask_cli import client, paths
     from plugins.provenance import degraded_marker
@@ -123,7 +148,7 @@ def question(
     temperature: Annotated[float | None, typer.Option(help="Sampling temperature. Example: --temperature 0")] = None,
     max_tokens: Annotated[int | None, typer.Option(help="Answer length cap. Example: --max-tokens 200")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object: answer, served_by, demoted, ...")] = False,
-    no_cache: Annotated[bool, typer.Option("--no-cache", help="Skip the prompt cache (read and write).")] = False,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="A fresh answer: no cache read or written.")] = False,
     no_fallback: Annotated[bool, typer.Option("--no-fallback", help="Fail rather than demote. For cron.")] = False,
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
                                           help="Print the version and exit.")] = False,
@@ -144,7 +169,9 @@ def question(
     for warning in warnings:
         typer.echo(f"ask: warning: {warning}", err=True)
     asked = q.Question(model=tier, prompt=text, system=system, temperature=temperature,
-                       max_tokens=max_tokens, fallbacks=not no_fallback)
+                       max_tokens=max_tokens, fallbacks=not no_fallback, cached=not no_cache)
+    if not no_cache and q.answer_from_cache(asked, as_json):
+        return
 
     def emit(piece: str) -> None:
         if not as_json:
@@ -153,20 +180,33 @@ def question(
 
     from ask_cli import client
 
+    outcome = q.Outcome(exit_code=1)
     try:
         outcome = q.ask_proxy(asked, emit, lambda line: typer.echo(line, err=True))
     except q.NoKey as exc:
-        raise fail(str(exc)) from None
+        outcome.error = str(exc)
     except client.ProxyUnreachable as exc:
-        raise fail(f"the proxy is not running at {client.proxy_url()} ({exc}): start it with `ask serve`") from None
+        outcome.error = f"the proxy is not running at {client.proxy_url()} ({exc}): start it with `ask serve`"
     except client.ProxyError as exc:
-        raise fail(exc.message) from None
+        outcome.error = exc.message
     except KeyboardInterrupt:
-        raise typer.Exit(130) from None
-    if as_json:
-        typer.echo(q.as_json(asked, outcome, cache_hit=False))
-    elif outcome.answer and not outcome.answer.endswith("\n"):
-        sys.stdout.write("\n")
+        outcome.exit_code, outcome.error = 130, "interrupted"
+    finally:
+        warnings = [q.log_call(asked, outcome, cache_hit=False)]
+    if outcome.exit_code == 0:
+        if as_json:
+            typer.echo(q.as_json(asked, outcome, cache_hit=False))
+        elif outcome.answer and not outcome.answer.endswith("\n"):
+            sys.stdout.write("\n")
+        if not no_cache:
+            warnings.append(q.store_answer(asked, outcome))
+    for warning in filter(None, warnings):
+        typer.echo(f"ask: warning: {warning}", err=True)
+    if outcome.exit_code == 130:
+        typer.echo("", err=True)
+        raise typer.Exit(130)
+    if outcome.exit_code:
+        raise fail(outcome.error or "failed")
 
 
 def main() -> None:

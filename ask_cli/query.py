@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from ask_cli import client, paths
+from ask_cli import paths
 
 DEFAULT_TIER = "fast-9b"
 # flag -> tier: the explicit tier flags. `-m NAME` reaches any other tier the proxy serves.
@@ -43,6 +43,7 @@ class Question:
     temperature: float | None = None
     max_tokens: int | None = None
     fallbacks: bool = True
+    cached: bool = True  # False: neither this CLI's cache nor the proxy's answers or keeps it
     warnings: list[str] = field(default_factory=list)
 
     def body(self) -> dict[str, Any]:
@@ -56,6 +57,8 @@ class Question:
             body["max_tokens"] = self.max_tokens
         if not self.fallbacks:
             body["disable_fallbacks"] = True  # LiteLLM: this request fails rather than demote
+        if not self.cached:
+            body["cache"] = {"no-cache": True, "no-store": True}  # LiteLLM's per-request cache control
         return body
 
 
@@ -66,16 +69,23 @@ def pick_tier(flags: list[str], model: str | None) -> str:
     return chosen[0] if chosen else DEFAULT_TIER
 
 
-def read_prompt(argument: str | None, stdin: Any = None) -> tuple[str, list[str]]:
+_piped: list[bytes] = []
+
+
+def piped_stdin() -> bytes:
+    """Whatever was piped in, read once: the cache-hit path and the full CLI must see the same bytes."""
+    if not _piped:
+        _piped.append(b"" if sys.stdin is None or sys.stdin.isatty() else sys.stdin.buffer.read())
+    return _piped[0]
+
+
+def read_prompt(argument: str | None, raw: bytes | None = None) -> tuple[str, list[str]]:
     """The argument and piped stdin together (`git diff | ask "commit message"`); invalid UTF-8 replaced."""
-    stdin = sys.stdin if stdin is None else stdin
+    raw = piped_stdin() if raw is None else raw
     warnings: list[str] = []
-    piped = ""
-    if not stdin.isatty():
-        raw = stdin.buffer.read()
-        piped = raw.decode("utf-8", errors="replace")
-        if "\ufffd" in piped and b"\xef\xbf\xbd" not in raw:
-            warnings.append("stdin was not valid UTF-8: undecodable bytes were replaced with U+FFFD")
+    piped = raw.decode("utf-8", errors="replace")
+    if "\ufffd" in piped and b"\xef\xbf\xbd" not in raw:
+        warnings.append("stdin was not valid UTF-8: undecodable bytes were replaced with U+FFFD")
     parts = [p for p in ((argument or "").strip(), piped.strip()) if p]
     if not parts:
         raise UsageError('no prompt: give one as an argument (ask "...") or on stdin (... | ask)')
@@ -96,6 +106,7 @@ class Outcome:
 
 def ask_proxy(question: Question, emit: Any, marker: Any) -> Outcome:
     """Stream the answer through `emit(piece)`; call `marker(text)` once if the proxy demoted the request."""
+    from ask_cli import client
     from plugins.provenance import degraded_marker
 
     key = paths.master_key(create=False)
@@ -127,3 +138,62 @@ def as_json(question: Question, outcome: Outcome, cache_hit: bool) -> str:
         "latency_s": outcome.latency_s,
         "usage": outcome.usage,
     }, ensure_ascii=False)
+
+
+def cache_key(question: Question) -> str | None:
+    """The prompt-cache key, or None for a tier that is never cached (the council)."""
+    from ask_cli import cache
+
+    if not cache.cacheable(question.model):
+        return None
+    return cache.cache_key(question.model, question.system, question.prompt, question.temperature,
+                           question.max_tokens)
+
+
+def answer_from_cache(question: Question, json_output: bool) -> bool:
+    """Print a cached answer and log the call; False on a miss. No network, no heavy imports."""
+    from ask_cli import cache
+
+    key = cache_key(question)
+    if key is None or not cache.cache_path().exists():
+        return False
+    started = time.perf_counter()
+    with cache.PromptCache() as store:
+        hit = store.get(key)
+    if hit is None:
+        return False
+    outcome = Outcome(answer=hit.answer, served_by=hit.served_by, usage=hit.usage,
+                      latency_s=round(time.perf_counter() - started, 4))
+    sys.stdout.write(as_json(question, outcome, cache_hit=True) + "\n" if json_output
+                     else hit.answer + ("" if hit.answer.endswith("\n") else "\n"))
+    sys.stdout.flush()
+    log_call(question, outcome, cache_hit=True)
+    return True
+
+
+def store_answer(question: Question, outcome: Outcome) -> str | None:
+    """Keep a good answer for cron's next identical call; never a demoted one (the next call should retry the
+    healthy tier) nor the council's. Returns a warning line when the cache could not be written."""
+    from ask_cli import cache
+
+    key = cache_key(question)
+    demoted = outcome.demoted_from is not None
+    if key is None or outcome.exit_code != 0 or not cache.should_store(question.model, demoted):
+        return None
+    with cache.PromptCache() as store:
+        if store.put(key, outcome.answer, outcome.served_by, question.model, outcome.usage):
+            return None
+        return store.last_error
+
+
+def log_call(question: Question, outcome: Outcome, cache_hit: bool) -> str | None:
+    """One telemetry line for this call (never the text); a warning line when it could not be written."""
+    from ask_cli import telemetry
+
+    tokens = outcome.usage.get("completion_tokens") if outcome.usage else None
+    ok = telemetry.record(model=question.model, served_by=outcome.served_by, prompt=question.prompt,
+                          response=outcome.answer, latency_s=outcome.latency_s, cache_hit=cache_hit,
+                          demoted=outcome.demoted_from is not None, exit_code=outcome.exit_code,
+                          tokens=tokens if isinstance(tokens, int) else None, ttft_s=outcome.ttft_s,
+                          error=outcome.error)
+    return None if ok else telemetry.last_error

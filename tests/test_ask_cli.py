@@ -122,3 +122,107 @@ def test_version_and_help_show_examples(tmp_path: Path) -> None:
     assert ask("--version", url="x").stdout.decode().startswith("ask ")
     help_text = ask("--help", url="x").stdout.decode()
     assert "Example: ask --think" in help_text and "ask serve" in help_text
+
+
+def telemetry_lines(home: Path) -> list[dict]:
+    path = home / "data" / "ask" / "log.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def test_a_cached_call_makes_no_request_and_is_logged(proxy: Proxy, healthy: FakeOllama, tmp_path: Path) -> None:
+    first = ask("--3b", "hourly digest format", proxy=proxy)
+    second = ask("--3b", "hourly digest format", proxy=proxy)
+    assert first.returncode == second.returncode == 0
+    assert second.stdout == first.stdout and second.stderr == b""
+    assert len(healthy.chat_requests()) == 1
+    lines = telemetry_lines(tmp_path)
+    assert [(e["model"], e["served_by"], e["cache_hit"], e["exit_code"]) for e in lines] == [
+        ("fast-3b", "fast-3b", False, 0), ("fast-3b", "fast-3b", True, 0)]
+    assert "hourly digest" not in (tmp_path / "data" / "ask" / "log.jsonl").read_text()
+
+
+def test_the_cache_hit_path_imports_nothing_heavy(proxy: Proxy, healthy: FakeOllama) -> None:
+    ask("classify: markets rally", proxy=proxy)
+    import os
+
+    env = dict(os.environ, LITELLM_MASTER_KEY=KEY, ASK_PROXY_URL=proxy.url)
+    hit = subprocess.run([sys.executable, "-X", "importtime", "-m", "ask_cli", "classify: markets rally"],
+                         capture_output=True, env=env, cwd=ROOT, timeout=60, input=b"")
+    assert hit.stdout.decode().startswith("Hello from")
+    imported = {line.split("|")[-1].strip() for line in hit.stderr.decode().splitlines() if "|" in line}
+    assert not {"typer", "urllib.request", "httpx", "litellm", "yaml", "click"} & imported
+    assert len(healthy.chat_requests()) == 1
+
+
+def test_demoted_answers_are_not_cached(proxy: Proxy, healthy: FakeOllama) -> None:
+    healthy.set_fault(NINE_B, "http_500")
+    assert ask("same cron question", proxy=proxy).stderr.decode() == "[degraded: fast-9b → fast-3b]\n"
+    healthy.set_fault(NINE_B, None)
+    again = ask("same cron question", proxy=proxy)
+    assert again.stderr == b"" and again.stdout.decode().startswith(f"Hello from {NINE_B}")
+
+
+def test_no_cache_neither_reads_nor_writes(proxy: Proxy, healthy: FakeOllama) -> None:
+    ask("fresh every time", proxy=proxy)
+    ask("--no-cache", "fresh every time", proxy=proxy)
+    assert len(healthy.chat_requests()) == 2
+
+
+def test_cache_key_includes_what_changes_the_answer(proxy: Proxy, healthy: FakeOllama) -> None:
+    for args in (["q"], ["-s", "terse", "q"], ["--temperature", "0.2", "q"], ["--max-tokens", "9", "q"], ["--1b", "q"]):
+        ask(*args, proxy=proxy)
+    assert len(healthy.chat_requests()) == 5
+
+
+def test_ctrl_c_exits_130_and_still_logs(proxy: Proxy, healthy: FakeOllama, tmp_path: Path) -> None:
+    import os
+    import signal
+    import time
+
+    healthy.set_fault(NINE_B, "slow", delay_s=5)
+    env = dict(os.environ, LITELLM_MASTER_KEY=KEY, ASK_PROXY_URL=proxy.url)
+    proc = subprocess.Popen([sys.executable, "-m", "ask_cli", "slow one"], env=env, cwd=ROOT,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 20
+    while not healthy.chat_requests():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=10) == 130
+    assert "Traceback" not in proc.stderr.read().decode()
+    [line] = telemetry_lines(tmp_path)
+    assert line["exit_code"] == 130 and line["cache_hit"] is False
+
+
+def test_sixteen_parallel_asks_lose_no_telemetry(proxy: Proxy, healthy: FakeOllama, tmp_path: Path) -> None:
+    import os
+
+    env = dict(os.environ, LITELLM_MASTER_KEY=KEY, ASK_PROXY_URL=proxy.url)
+    procs = [subprocess.Popen([sys.executable, "-m", "ask_cli", "--no-cache", f"parallel {i}"], env=env, cwd=ROOT,
+                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+             for i in range(16)]
+    assert [p.wait(timeout=120) for p in procs] == [0] * 16
+    lines = telemetry_lines(tmp_path)
+    assert len(lines) == 16 and all(e["exit_code"] == 0 for e in lines)
+    assert len({e["prompt_hash"] for e in lines}) == 16
+
+
+def test_stats_answers_the_seed_questions(proxy: Proxy, healthy: FakeOllama) -> None:
+    ask("--3b", "digest", proxy=proxy)
+    ask("--3b", "digest", proxy=proxy)  # a cache hit
+    healthy.set_fault(NINE_B, "http_500")
+    ask("headline", proxy=proxy)  # demoted
+    out = json.loads(ask("stats", "--json", proxy=proxy).stdout)
+    three, nine = out["models"]["fast-3b"], out["models"]["fast-9b"]
+    assert (three["calls"], three["cache_hit_rate"], nine["demotion_rate"]) == (2, 0.5, 1.0)
+    assert nine["served_by"] == {"fast-3b": 1} and out["total"]["calls"] == 3
+    table = ask("stats", "--since", "1h", proxy=proxy).stdout.decode()
+    assert "fast-3b" in table and "fast-9b" in table
+    bad = ask("stats", "--since", "soon", proxy=proxy)
+    assert bad.returncode == 2 and "--since takes a number and a unit" in bad.stderr.decode()
+
+
+def test_entry_knows_every_command() -> None:
+    from ask_cli import cli, entry
+
+    assert {c.name or c.callback.__name__ for c in cli.app.registered_commands} == entry.COMMANDS

@@ -1,0 +1,353 @@
+"""`ask models`: each tier, its backend, its fallback chain, and whether its model is in memory right now.
+
+Read from the running stack first: the proxy's own `/v1/model/info` (resolved `api_base`, `model_info`) and
+`/router/settings` (the fallbacks it really uses), so a proxy started with another config or environment is
+shown as it is. When the proxy is down or refuses the key, the yaml is read instead and a note says so.
+Ollama's `/api/ps` says what is loaded and until when. Stdlib HTTP only, every call capped at a few seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from ask_cli import client, paths
+
+TIMEOUT_S = 2.0
+# The same loopback defaults as plugins/environment.py. Not imported from there: importing that module
+# writes them into os.environ and creates the master key file, side effects a read-only command must not have.
+BACKEND_DEFAULTS: dict[str, str] = {
+    "OLLAMA_API_BASE": "http://127.0.0.1:11434",
+    "LLAMA_SWAP_API_BASE": "http://127.0.0.1:8080/v1",
+    "TINY_API_BASE": "http://127.0.0.1:11435/v1",
+}
+OLLAMA_PROVIDERS = ("ollama", "ollama_chat")
+FOREVER_S = 50 * 365 * 86400  # Ollama reports a negative keep_alive as now + ~292 years
+
+
+class Unreachable(Exception):
+    """Nothing answered (refused, timed out, bad address); the message is short and lower-case."""
+
+
+def fetch(url: str, key: str | None = None, timeout: float = TIMEOUT_S) -> tuple[int, bytes]:
+    """GET `url`: (status, body) for any HTTP answer, Unreachable when there is none."""
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    req = urllib.request.Request(url, headers=headers)  # noqa: S310 - the stack's own http addresses
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+    except urllib.error.URLError as exc:
+        raise Unreachable(_reason(exc.reason, timeout)) from None
+    except (OSError, ValueError) as exc:  # a read timeout, a reset, a malformed URL
+        raise Unreachable(_reason(exc, timeout)) from None
+
+
+def _reason(exc: object, timeout: float) -> str:
+    if isinstance(exc, TimeoutError):
+        return f"no answer within {timeout:g} s"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror[:1].lower() + exc.strerror[1:]
+    return str(exc) or type(exc).__name__
+
+
+def fetch_json(url: str, key: str | None = None, timeout: float = TIMEOUT_S) -> Any:
+    """GET a JSON document; Unreachable also for a non-200 answer or a body that is not JSON."""
+    status, body = fetch(url, key, timeout)
+    if status != 200:
+        raise Unreachable(f"HTTP {status}")
+    try:
+        return json.loads(body)
+    except ValueError:
+        raise Unreachable("the answer is not JSON") from None
+
+
+@dataclass
+class Tier:
+    """One deployment as the stack serves it; `model` is the tag or served name without the provider prefix."""
+
+    name: str
+    runtime: str
+    model: str
+    api_base: str
+    keep_alive: str | None = None
+    resident_gb: float | None = None
+    fallbacks: list[str] = field(default_factory=list)
+
+    @property
+    def is_ollama(self) -> bool:
+        return self.runtime == "ollama"
+
+
+@dataclass
+class StackView:
+    """The tiers, where they were read from ("proxy" or "config"), and why it was not the proxy."""
+
+    tiers: list[Tier]
+    source: str
+    note: str | None = None
+
+
+def _split_model(litellm_model: str) -> tuple[str, str]:
+    provider, sep, name = litellm_model.partition("/")
+    return (provider, name) if sep else ("", litellm_model)
+
+
+def _tier(name: str, params: dict[str, Any], info: dict[str, Any], api_base: str | None) -> Tier:
+    provider, model = _split_model(str(params.get("model") or ""))
+    runtime = str(info.get("runtime") or ("ollama" if provider in OLLAMA_PROVIDERS else provider or "unknown"))
+    if not api_base and runtime == "ollama":
+        api_base = os.environ.get("OLLAMA_API_BASE") or BACKEND_DEFAULTS["OLLAMA_API_BASE"]
+    resident = info.get("resident_gb")
+    return Tier(
+        name=name,
+        runtime=runtime,
+        model=model,
+        api_base=(api_base or "").rstrip("/"),
+        keep_alive=str(info["keep_alive"]) if info.get("keep_alive") is not None else None,
+        resident_gb=float(resident) if isinstance(resident, (int, float)) else None,
+    )
+
+
+def _chains(fallbacks: Any) -> dict[str, list[str]]:
+    """`router_settings.fallbacks` (a list of one-key mappings) as tier -> chain."""
+    chains: dict[str, list[str]] = {}
+    for entry in fallbacks or []:
+        if isinstance(entry, dict):
+            for tier, chain in entry.items():
+                chains[str(tier)] = [str(c) for c in chain or []]
+    return chains
+
+
+def _resolve_env(value: Any) -> str | None:
+    """An `os.environ/NAME` reference as LiteLLM (with plugins/environment.py's defaults) resolves it."""
+    if not isinstance(value, str):
+        return None
+    if value.startswith("os.environ/"):
+        name = value.removeprefix("os.environ/")
+        return os.environ.get(name) or BACKEND_DEFAULTS.get(name)
+    return value
+
+
+def tiers_from_config(config: dict[str, Any]) -> list[Tier]:
+    """The tiers as the yaml declares them, addresses resolved from this shell's environment."""
+    from ask_cli import stack_config
+
+    chains = _chains((config.get("router_settings") or {}).get("fallbacks"))
+    tiers = []
+    for entry in stack_config.tiers(config):
+        params = entry.get("litellm_params") or {}
+        tier = _tier(str(entry["model_name"]), params, entry.get("model_info") or {}, _resolve_env(params.get("api_base")))
+        tier.fallbacks = chains.get(tier.name, [])
+        tiers.append(tier)
+    return tiers
+
+
+def tiers_from_proxy(base: str, key: str, timeout: float = TIMEOUT_S) -> list[Tier]:
+    """The tiers the running proxy serves, with the api_base it resolved and the fallbacks its router uses.
+
+    Raises Unreachable (message says why) when the proxy cannot tell; the caller then reads the yaml.
+    """
+    status, body = fetch(f"{base}/v1/model/info", key, timeout)
+    if status in (400, 401, 403):
+        raise Unreachable(f"the proxy rejected the master key (HTTP {status})")
+    if status != 200:
+        raise Unreachable(f"/v1/model/info answered HTTP {status}")
+    deployments = json.loads(body).get("data") or []
+    try:  # 1.106.2 serves the router's live settings here; without it the chains come from the yaml
+        settings = fetch_json(f"{base}/router/settings", key, timeout)
+        chains = _chains((settings.get("current_values") or {}).get("fallbacks"))
+    except (Unreachable, AttributeError):
+        chains = _chains(_yaml_fallbacks())
+    tiers = []
+    for dep in deployments:
+        params, info = dep.get("litellm_params") or {}, dep.get("model_info") or {}
+        tier = _tier(str(dep.get("model_name")), params, info, params.get("api_base"))
+        tier.fallbacks = chains.get(tier.name, [])
+        tiers.append(tier)
+    return tiers
+
+
+def _yaml_fallbacks() -> Any:
+    from ask_cli import stack_config
+
+    try:
+        config = stack_config.load(stack_config.default_config_path())
+    except stack_config.ConfigError:
+        return []
+    return (config.get("router_settings") or {}).get("fallbacks")
+
+
+def read_tiers(config: Path | None = None, timeout: float = TIMEOUT_S) -> StackView:
+    """The proxy's view when it answers and accepts the key, else the yaml's (raises ConfigError if broken)."""
+    from ask_cli import stack_config
+
+    base, key = client.proxy_url(), paths.master_key(create=False)
+    if not key:
+        why = f"no master key in {paths.key_file()} or ${paths.KEY_ENV}"
+    else:
+        try:
+            return StackView(tiers_from_proxy(base, key, timeout), "proxy")
+        except Unreachable as exc:
+            why = f"the proxy at {base} did not answer ({exc}); start it with `ask serve`"
+            if "rejected" in str(exc):
+                why = f"{exc}: the proxy runs with another {paths.KEY_ENV}"
+        except (ValueError, AttributeError) as exc:
+            why = f"the proxy at {base} sent an unexpected /v1/model/info ({exc})"
+    path = config or stack_config.default_config_path()
+    return StackView(tiers_from_config(stack_config.load(path)), "config", f"read from {path}: {why}")
+
+
+# -- what is loaded now --------------------------------------------------------------------------------
+
+
+def normalize_tag(tag: str) -> str:
+    """Ollama's name matching: case-insensitive, and a tag without `:version` means `:latest`."""
+    tag = tag.strip().lower()
+    return tag if ":" in tag.rsplit("/", 1)[-1] else f"{tag}:latest"
+
+
+def parse_expiry(value: str) -> float | None:
+    """Epoch seconds of Ollama's RFC 3339 `expires_at` (nanoseconds and any offset allowed)."""
+    m = re.match(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)?$", value.strip())
+    if not m:
+        return None
+    stamp, frac, zone = m.groups()
+    text = stamp + (f".{frac[:6]}" if frac else "") + ("+00:00" if zone in (None, "Z") else zone)
+    try:
+        return datetime.fromisoformat(text).timestamp()
+    except ValueError:  # e.g. year 2318 is fine, but guard against out-of-range dates anyway
+        return None
+
+
+def loaded_models(ollama_base: str, timeout: float = TIMEOUT_S) -> dict[str, float | None]:
+    """Ollama's `/api/ps`: normalized tag -> epoch when it unloads (None if unreadable). Raises Unreachable."""
+    payload = fetch_json(f"{ollama_base}/api/ps", timeout=timeout)
+    loaded: dict[str, float | None] = {}
+    for row in payload.get("models") or []:
+        name = row.get("name") or row.get("model")
+        if name:
+            loaded[normalize_tag(name)] = parse_expiry(str(row.get("expires_at") or ""))
+    return loaded
+
+
+def human_duration(seconds: float) -> str:
+    """14m, 45s, 2h05m: the "(in …)" of an expiry."""
+    s = max(0, round(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{round(s / 60)}m"
+    hours, rest = divmod(s, 3600)
+    return f"{hours}h{rest // 60:02d}m"
+
+
+def describe_expiry(expires: float | None, now: float) -> str:
+    """"loaded, until 14:32 (in 14m)" in local time; a date too if it is not today."""
+    if expires is None:
+        return "loaded"
+    if expires - now > FOREVER_S:
+        return "loaded, kept until Ollama stops (keep_alive < 0)"
+    if expires <= now:
+        return "loaded, unloading now"
+    when, today = datetime.fromtimestamp(expires), datetime.fromtimestamp(now)
+    clock = when.strftime("%H:%M") if when.date() == today.date() else when.strftime("%b %d %H:%M")
+    return f"loaded, until {clock} (in {human_duration(expires - now)})"
+
+
+def _server_answers(api_base: str, timeout: float) -> bool:
+    """An OpenAI-compatible server (llama-swap, llama.cpp) answers `/models` under its API base."""
+    try:
+        return fetch(f"{api_base}/models", timeout=timeout)[0] == 200
+    except Unreachable:
+        return False
+
+
+def rows(view: StackView, now: float | None = None, timeout: float = TIMEOUT_S) -> list[dict[str, Any]]:
+    """One JSON-ready dict per tier: the view's fields plus `loaded`, `expires_at`, `expires_in_s`, `now`.
+
+    `loaded` is True/False for Ollama tiers (None when Ollama is down), None for other runtimes, whose
+    `answers` says whether their server is up.
+    """
+    now = time.time() if now is None else now
+    ps: dict[str, dict[str, float | None] | str] = {}  # per Ollama base: loaded models, or why unknown
+    out = []
+    for tier in view.tiers:
+        row: dict[str, Any] = {**asdict(tier), "source": view.source, "loaded": None, "expires_at": None,
+                               "expires_in_s": None, "answers": None}
+        if tier.is_ollama:
+            if tier.api_base not in ps:
+                try:
+                    ps[tier.api_base] = loaded_models(tier.api_base, timeout)
+                except Unreachable as exc:
+                    ps[tier.api_base] = f"Ollama unreachable at {tier.api_base} ({exc})"
+            loaded = ps[tier.api_base]
+            if isinstance(loaded, str):
+                row["now"] = loaded
+            else:
+                row["answers"] = True
+                tag = normalize_tag(tier.model)
+                row["loaded"] = tag in loaded
+                expires = loaded.get(tag)
+                if row["loaded"] and expires is not None:
+                    row["expires_at"] = datetime.fromtimestamp(expires).astimezone().isoformat(timespec="seconds")
+                    row["expires_in_s"] = round(expires - now)
+                row["now"] = describe_expiry(expires, now) if row["loaded"] else "not loaded"
+        else:
+            row["answers"] = _server_answers(tier.api_base, timeout) if tier.api_base else False
+            up = "server answers, always loaded" if tier.runtime == "embedded" else "server answers"
+            row["now"] = up if row["answers"] else f"server down at {tier.api_base or '(no api_base)'}"
+        out.append(row)
+    return out
+
+
+def collect(config: Path | None = None, now: float | None = None, timeout: float = TIMEOUT_S) -> list[dict[str, Any]]:
+    """The data of `ask models --json`: `rows(read_tiers())`."""
+    return rows(read_tiers(config, timeout), now, timeout)
+
+
+# -- output --------------------------------------------------------------------------------------------
+
+COLUMNS = (("TIER", "name"), ("RUNTIME", "runtime"), ("MODEL", "model"), ("KEEP_ALIVE", "keep_alive"),
+           ("FALLS BACK TO", "chain"), ("NOW", "now"))
+
+
+def table(data: list[dict[str, Any]]) -> str:
+    """Fixed-width columns, headers in capitals, `-` for nothing."""
+    cells = []
+    for row in data:
+        shown = {**row, "chain": " → ".join(row.get("fallbacks") or []) or "-"}
+        cells.append([str(shown.get(key) or "-") for _, key in COLUMNS])
+    headers = [title for title, _ in COLUMNS]
+    widths = [max(len(c) for c in column) for column in zip(headers, *cells, strict=False)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in [headers, *cells]]
+    return "\n".join(lines)
+
+
+def run(as_json: bool = False, config: Path | None = None) -> int:
+    """`ask models [--json] [--config PATH]`: the table (or JSON list) on stdout, a source note on stderr.
+
+    Exit 0 whenever the tiers could be read, 2 if neither the proxy nor the yaml could tell.
+    """
+    from ask_cli import stack_config
+
+    try:
+        view = read_tiers(config)
+    except stack_config.ConfigError as exc:
+        print(f"ask: {exc}", file=sys.stderr)
+        return 2
+    data = rows(view)
+    print(json.dumps(data, ensure_ascii=False, indent=2) if as_json else table(data))
+    if view.note:
+        print(f"ask: {view.note}", file=sys.stderr)
+    return 0
