@@ -54,6 +54,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as `python bench/overhead.py`: make `tests.stack` importable
     sys.path.insert(0, str(ROOT))
 
+from bench.readme_block import write_block  # noqa: E402
 from tests.stack import CONFIG, KEY, closed_port_url, free_port, litellm_command, stack_env  # noqa: E402
 
 TIER = "fast-9b"
@@ -61,8 +62,6 @@ OLLAMA_TAG = "qwen3.5:9b"  # what fast-9b's deployment asks Ollama for
 NO_CACHE = {"no-cache": True, "no-store": True}
 DEFAULT_NAMES = ("direct", "bare", "full")
 AB_NAMES = ("direct", "full", "variant")
-README = Path(__file__).resolve().parent / "README.md"
-README_START, README_END = "<!-- overhead:start -->", "<!-- overhead:end -->"
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "overhead.json"
 GOALS = {"added_ms": 8.0, "ttft_added_ms": 10.0, "plugins_ms": 1.0, "errors_at": 32}
 
@@ -664,17 +663,6 @@ def markdown_report(results: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
-def write_readme(block: str) -> None:
-    text = README.read_text() if README.exists() else ""
-    new = f"{README_START}\n{block}\n{README_END}"
-    if README_START in text and README_END in text:
-        head, rest = text.split(README_START, 1)
-        text = head + new + rest.split(README_END, 1)[1]
-    else:
-        text = text.rstrip() + "\n\n" + new + "\n"
-    README.write_text(text)
-
-
 def evaluate_goals(phases: dict[str, Any]) -> list[dict[str, Any]]:
     goals = []
 
@@ -887,8 +875,8 @@ def main(argv: list[str] | None = None) -> int:
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {args.out}")
     if args.write_readme:
-        write_readme(markdown_report(results))
-        print(f"updated {README}")
+        write_block("overhead", markdown_report(results))
+        print("updated bench/README.md")
     return 0
 
 

@@ -1,0 +1,19 @@
+"""Generated figures in bench/README.md: each script owns one marked block and rewrites only that."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+README = Path(__file__).resolve().parent / "README.md"
+
+
+def write_block(name: str, block: str, readme: Path = README) -> None:
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    text = readme.read_text() if readme.exists() else ""
+    new = f"{start}\n{block}\n{end}"
+    if start in text and end in text:
+        head, rest = text.split(start, 1)
+        text = head + new + rest.split(end, 1)[1]
+    else:
+        text = text.rstrip() + "\n\n" + new + "\n"
+    readme.write_text(text)
