@@ -24,7 +24,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 question_app = typer.Typer(add_completion=True, pretty_exceptions_enable=False)
-COMMANDS_HELP = ("Commands: ask serve (run the stack), ask stats (is it paying off?). "
+COMMANDS_HELP = ("Commands: ask serve (run the stack), ask stats (is it paying off?), ask models (tiers, chains, "
+                 "what is loaded), ask doctor (what is wrong, and the fix), ask setup TOOL (coding assistants). "
                  "`ask <command> --help` for their options.")
 
 
@@ -113,6 +114,51 @@ def stats(
     except OSError as exc:
         raise fail(f"cannot read {telemetry.log_path()}: {exc.strerror or exc}") from None
     typer.echo(json.dumps(summary, indent=2) if as_json else telemetry.format_table(summary))
+
+
+@app.command()
+def models(
+    as_json: Annotated[bool, typer.Option("--json", help="The table as a JSON list.")] = False,
+    config: Annotated[Path | None, typer.Option(help="The yaml if the proxy is down. Example: --config x.yaml")] = None,
+) -> None:
+    """Each tier: backend, tag, fallback chain, keep_alive, and whether it is loaded now and until when.
+
+    Example: ask models
+    """
+    from ask_cli import models as listing
+
+    raise typer.Exit(listing.run(as_json=as_json, config=config))
+
+
+@app.command()
+def doctor(
+    config: Annotated[Path | None, typer.Option(help="The yaml to check. Example: --config x.yaml")] = None,
+    ram_gb: Annotated[float | None, typer.Option(help="RAM to budget (default: this machine's). Example: 24")] = None,
+    os_gb: Annotated[float, typer.Option(help="RAM the OS and open apps keep. Example: --os-gb 14")] = 12.0,
+) -> None:
+    """One line per check, with the fix for each failure: proxy and key, Ollama and its tags, the embedded
+    model, llama-swap, Redis, and which models cannot be resident together in this machine's RAM.
+
+    Example: ask doctor --ram-gb 24
+    """
+    from ask_cli import doctor as checks
+
+    raise typer.Exit(checks.run(config=config, ram_gb=ram_gb, os_allowance_gb=os_gb))
+
+
+@app.command()
+def setup(
+    tool: Annotated[str, typer.Argument(help="opencode, claude-code, continue, aider or env. Example: opencode")],
+    write: Annotated[bool, typer.Option("--write", help="Write it where the tool reads it (diff, backup).")] = False,
+    yes: Annotated[bool, typer.Option("--yes", help="With --write: do not ask before writing.")] = False,
+) -> None:
+    """Point a coding assistant at this stack: prints its config (base URL, key reference, our tier names).
+
+    Example: ask setup claude-code --write
+    """
+    from ask_cli import assistants
+
+    raise typer.Exit(assistants.run(tool, write, yes))
 
 
 def _answer(stack: Stack, model: str, prompt: str) -> None:

@@ -147,7 +147,8 @@ def tiers_from_config(config: dict[str, Any]) -> list[Tier]:
     tiers = []
     for entry in stack_config.tiers(config):
         params = entry.get("litellm_params") or {}
-        tier = _tier(str(entry["model_name"]), params, entry.get("model_info") or {}, _resolve_env(params.get("api_base")))
+        info = entry.get("model_info") or {}
+        tier = _tier(str(entry["model_name"]), params, info, _resolve_env(params.get("api_base")))
         tier.fallbacks = chains.get(tier.name, [])
         tiers.append(tier)
     return tiers
@@ -276,24 +277,25 @@ def _server_answers(api_base: str, timeout: float) -> bool:
 def rows(view: StackView, now: float | None = None, timeout: float = TIMEOUT_S) -> list[dict[str, Any]]:
     """One JSON-ready dict per tier: the view's fields plus `loaded`, `expires_at`, `expires_in_s`, `now`.
 
-    `loaded` is True/False for Ollama tiers (None when Ollama is down), None for other runtimes, whose
-    `answers` says whether their server is up.
+    `loaded` is True/False for Ollama tiers (None when Ollama is down or for other runtimes); `answers` says
+    whether the tier's server (Ollama, llama-swap, the embedded model) is up, `error` why not for Ollama.
     """
     now = time.time() if now is None else now
     ps: dict[str, dict[str, float | None] | str] = {}  # per Ollama base: loaded models, or why unknown
     out = []
     for tier in view.tiers:
         row: dict[str, Any] = {**asdict(tier), "source": view.source, "loaded": None, "expires_at": None,
-                               "expires_in_s": None, "answers": None}
+                               "expires_in_s": None, "answers": None, "error": None}
         if tier.is_ollama:
             if tier.api_base not in ps:
                 try:
                     ps[tier.api_base] = loaded_models(tier.api_base, timeout)
                 except Unreachable as exc:
-                    ps[tier.api_base] = f"Ollama unreachable at {tier.api_base} ({exc})"
+                    ps[tier.api_base] = f"Ollama at {tier.api_base}: {exc}"
             loaded = ps[tier.api_base]
             if isinstance(loaded, str):
-                row["now"] = loaded
+                row["answers"], row["error"] = False, loaded
+                row["now"] = "unknown: Ollama is down"
             else:
                 row["answers"] = True
                 tag = normalize_tag(tier.model)
@@ -335,7 +337,9 @@ def table(data: list[dict[str, Any]]) -> str:
 
 
 def run(as_json: bool = False, config: Path | None = None) -> int:
-    """`ask models [--json] [--config PATH]`: the table (or JSON list) on stdout, a source note on stderr.
+    """`ask models [--json] [--config PATH]`: the table (or JSON list) on stdout, notes on stderr.
+
+    `config` is the yaml read only when the proxy cannot be asked (down, or the key is not its key).
 
     Exit 0 whenever the tiers could be read, 2 if neither the proxy nor the yaml could tell.
     """
@@ -348,6 +352,7 @@ def run(as_json: bool = False, config: Path | None = None) -> int:
         return 2
     data = rows(view)
     print(json.dumps(data, ensure_ascii=False, indent=2) if as_json else table(data))
-    if view.note:
-        print(f"ask: {view.note}", file=sys.stderr)
+    for note in dict.fromkeys([view.note, *(row.get("error") for row in data)]):
+        if note:
+            print(f"ask: {note}", file=sys.stderr)
     return 0

@@ -119,7 +119,6 @@ class DemotionLog(CustomLogger):
     def __init__(self) -> None:
         super().__init__()
         self._hops: OrderedDict[str, list[dict[str, str]]] = OrderedDict()
-        self._attempted: OrderedDict[str, set[str]] = OrderedDict()
         self.webhook = Webhook(
             os.environ.get(WEBHOOK_ENV) or None, float(os.environ.get(WEBHOOK_INTERVAL_ENV, "300"))
         )
@@ -129,7 +128,7 @@ class DemotionLog(CustomLogger):
         call_id = kwargs.get("litellm_call_id")
         tier = (kwargs.get("metadata") or {}).get("model_group")
         if call_id and tier:
-            _remember(self._attempted, call_id, set).add(tier)
+            provenance.note_attempt(call_id, tier)
 
     async def async_post_call_failure_deployment_hook(
         self, request_data: Any, exception: Exception, call_type: Any, fallback_depth: int | None = None
@@ -149,11 +148,10 @@ class DemotionLog(CustomLogger):
         served = (kwargs.get("standard_logging_object") or {}).get("model_group")
         if not requested or not served or requested == served:
             self._hops.pop(call_id, None)
-            self._attempted.pop(call_id, None)
             return
         await self._settle(call_id, served)
         hops = self._hops.pop(call_id, [])
-        attempted = self._attempted.pop(call_id, set())
+        attempted = set(provenance.attempts(call_id))
         hops = await _with_skipped(requested, served, hops, attempted, bool(kwargs.get("stream")))
         self._write(
             call_id=call_id,
@@ -169,7 +167,7 @@ class DemotionLog(CustomLogger):
         reason is not mistaken for a missing one."""
         for _ in range(SETTLE_STEPS):
             failed = {h["tier"] for h in self._hops.get(call_id, [])}
-            if self._attempted.get(call_id, set()) - {served} <= failed:
+            if set(provenance.attempts(call_id)) - {served} <= failed:
                 return
             await asyncio.sleep(0.02)
 
@@ -182,7 +180,7 @@ class DemotionLog(CustomLogger):
     ) -> Any:
         call_id = request_data.get("litellm_call_id") or ""
         hops = self._hops.pop(call_id, [])
-        attempted = self._attempted.pop(call_id, set())
+        attempted = set(provenance.attempts(call_id))
         requested = request_data.get("model")
         if not hops or not isinstance(requested, str):
             return None

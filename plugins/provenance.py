@@ -6,12 +6,28 @@ reads only those headers. Stdlib at import time: litellm is reached lazily, insi
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 SERVED_BY = "X-Served-By"
 DEMOTED_FROM = "X-Demoted-From"
+REMEMBERED_CALLS = 4096  # attempts kept per call id, newest calls only
+
+_attempts: OrderedDict[str, list[str]] = OrderedDict()
+
+
+def note_attempt(call_id: str, tier: str) -> None:
+    """Called for every deployment attempt (see `demotion`): the tiers a call tried, in order."""
+    _attempts.setdefault(call_id, []).append(tier)
+    _attempts.move_to_end(call_id)
+    while len(_attempts) > REMEMBERED_CALLS:
+        _attempts.popitem(last=False)
+
+
+def attempts(call_id: str) -> list[str]:
+    return list(_attempts.get(call_id, ()))
 
 
 @dataclass(frozen=True)
@@ -76,20 +92,30 @@ def tier_of_deployment(model_id: str | None) -> str | None:
     return getattr(deployment, "model_name", None)
 
 
-def served_tier(response: Any) -> str | None:
-    """The tier whose deployment produced `response` (a ModelResponse or a stream wrapper)."""
+def served_tier(response: Any, model_id: str | None = None) -> str | None:
+    """The tier whose deployment produced `response` (a ModelResponse or a stream wrapper). `model_id` is the
+    proxy's own note of the deployment, for responses that carry no hidden params (Anthropic /v1/messages)."""
     hp = hidden_params(response)
-    tier = tier_of_deployment(hp.get("model_id"))
+    tier = tier_of_deployment(hp.get("model_id") or model_id)
     if tier:
         return tier
     group = (hp.get("additional_headers") or {}).get("x-litellm-model-group")
     return str(group) if group else None
 
 
-def of_response(request: Mapping[str, Any], response: Any) -> Provenance | None:
-    """Provenance of a proxy response, or None when either side is unknown (e.g. not a chat call)."""
+def logged_tier(request: Mapping[str, Any]) -> str | None:
+    details = getattr(request.get("litellm_logging_obj"), "model_call_details", None) or {}
+    group = ((details.get("litellm_params") or {}).get("metadata") or {}).get("model_group")
+    return str(group) if group else None
+
+
+def of_response(request: Mapping[str, Any], response: Any, model_id: str | None = None) -> Provenance | None:
+    """Provenance of a proxy response, or None when either side is unknown (e.g. not a chat call).
+
+    Responses in another API's shape (Anthropic's /v1/messages) carry no deployment id: then the request's
+    logging object, which LiteLLM updates with the group that answered, says it."""
     requested = request.get("model")
-    served = served_tier(response)
+    served = served_tier(response, model_id) or logged_tier(request)
     if not isinstance(requested, str) or not served:
         return None
     return Provenance(requested=requested, served=served)

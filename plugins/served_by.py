@@ -28,7 +28,7 @@ class ServedBy(CustomLogger):
     ) -> dict[str, str] | None:
         if response is None or data.get("stream"):
             return None
-        found = provenance.of_response(data, response)
+        found = provenance.of_response(data, response, (litellm_call_info or {}).get("model_id"))
         return found.headers() if found else None
 
     async def async_post_call_streaming_iterator_hook(

@@ -167,3 +167,15 @@ def test_without_ollama_fast_9b_is_answered_by_tiny_with_real_tokens(no_ollama: 
     assert record["failed"][0] == "fast-9b: connection refused"
     assert record["served"] == "tiny" and record["hops"] == 3
     assert "[degraded: fast-9b → tiny]" in no_ollama.log_text()
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+def test_anthropic_messages_endpoint_says_who_served(proxy: Proxy, healthy: FakeOllama, stream: bool) -> None:
+    """Claude Code speaks /v1/messages: a demotion there must be as visible as on chat completions."""
+    healthy.set_fault("qwen3-coder:30b", "http_500")
+    body = {"model": "coder-30b", "max_tokens": 32, "stream": stream,
+            "messages": [{"role": "user", "content": f"anthropic {stream}"}]}
+    with proxy.client.stream("POST", "/v1/messages", json=body) as resp:
+        resp.read()
+    assert resp.status_code == 200
+    assert resp.headers["x-served-by"] == "fast-9b" and resp.headers["x-demoted-from"] == "coder-30b"
