@@ -36,10 +36,7 @@ def _version(value: bool) -> None:
 
 
 @app.callback()
-def group(
-    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
-                                          help="Print the version and exit.")] = False,
-) -> None:
+def group() -> None:
     """Pick the tier explicitly; the stack makes it work and tells you when it had to fall back."""
 
 
