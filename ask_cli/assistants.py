@@ -381,10 +381,8 @@ def parse_yaml_mapping(text: str, path: Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}:" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise SetupError(f"{path}:{where} not valid YAML ({problem}); nothing written") from None
+        where, problem = stack_config.yaml_error(exc)
+        raise SetupError(f"{path}:{where}{':' if where else ''} not valid YAML ({problem}); nothing written") from None
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -27,6 +27,13 @@ def default_config_path() -> Path:
     return Path(__file__).resolve().parent.parent / CONFIG_NAME
 
 
+def yaml_error(exc: Exception) -> tuple[str, str]:
+    """(" line N" or "", the parser's words): enough for a one-line message that points at the mistake."""
+    mark = getattr(exc, "problem_mark", None)
+    where = f" line {mark.line + 1}" if mark is not None else ""
+    return where, getattr(exc, "problem", None) or str(exc).splitlines()[0]
+
+
 def load(path: Path) -> dict[str, Any]:
     import yaml
 
@@ -37,9 +44,7 @@ def load(path: Path) -> dict[str, Any]:
     try:
         config = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        where, problem = yaml_error(exc)
         raise ConfigError(f"{path}:{where}: not valid YAML ({problem})") from None
     if not isinstance(config, dict) or not isinstance(config.get("model_list"), list):
         raise ConfigError(f"{path}: expected a mapping with a model_list")
