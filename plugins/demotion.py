@@ -71,6 +71,18 @@ def _backend_words(text: str) -> str:
     return words[:120] + ("…" if len(words) > 120 else "")
 
 
+def _council_words(exc: BaseException) -> str | None:
+    """The council's own error (plugins/council.py), whole: it already names each member or the chairman and why."""
+    text = str(exc)
+    start = text.find("council: ")
+    if start < 0:
+        return None
+    words = " ".join(text[start:].split())
+    for tail in (" Deployment Info:", " LiteLLM: model group", " Received Model Group"):  # the router's additions
+        words = words.split(tail, 1)[0]
+    return words
+
+
 def log_path() -> Path:
     configured = os.environ.get(LOG_ENV)
     return Path(configured).expanduser() if configured else data_dir() / "demotions.jsonl"
@@ -182,6 +194,9 @@ class DemotionLog(CustomLogger):
         hops = self._hops.pop(call_id, [])
         attempted = set(provenance.attempts(call_id))
         requested = request_data.get("model")
+        council = requested == "council" and _council_words(original_exception)
+        if not hops and council:  # e.g. the council's deadline: no attempt failed, the council's words say why
+            return _http_error(original_exception, council)
         if not hops or not isinstance(requested, str):
             return None
         hops = await _with_skipped(requested, None, hops, attempted, bool(request_data.get("stream")))
@@ -189,14 +204,8 @@ class DemotionLog(CustomLogger):
             call_id=call_id, requested=requested, served=None, hops=hops,
             stream=bool(request_data.get("stream")), latency_s=_since_received(request_data.get("metadata") or {}),
         )
-        from fastapi import HTTPException
-
         tried = "; ".join(f"{h['tier']}: {h['reason']}" for h in hops)
-        status = getattr(original_exception, "status_code", None) or 503
-        return HTTPException(
-            status_code=int(status) if int(status) >= 400 else 503,
-            detail=f"every tier in the chain for '{requested}' failed ({tried})",
-        )
+        return _http_error(original_exception, council or f"every tier in the chain for '{requested}' failed ({tried})")
 
     # -- writing --------------------------------------------------------------------------------------
     def _write(
@@ -223,6 +232,13 @@ class DemotionLog(CustomLogger):
             append_record(log_path(), record)
         except OSError as exc:
             log.warning("could not write the demotion log %s: %s", log_path(), exc.strerror or exc)
+
+
+def _http_error(exc: BaseException, detail: str) -> Exception:
+    from fastapi import HTTPException
+
+    status = getattr(exc, "status_code", None) or 503
+    return HTTPException(status_code=int(status) if int(status) >= 400 else 503, detail=detail)
 
 
 def _remember(pending: OrderedDict[str, Any], call_id: str, empty: Callable[[], Any]) -> Any:

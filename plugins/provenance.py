@@ -16,6 +16,7 @@ DEMOTED_FROM = "X-Demoted-From"
 REMEMBERED_CALLS = 4096  # attempts kept per call id, newest calls only
 
 _attempts: OrderedDict[str, list[str]] = OrderedDict()
+_council: OrderedDict[str, dict[str, str]] = OrderedDict()  # call id -> the council's headers (plugins/council.py)
 
 
 def note_attempt(call_id: str, tier: str) -> None:
@@ -28,6 +29,19 @@ def note_attempt(call_id: str, tier: str) -> None:
 
 def attempts(call_id: str) -> list[str]:
     return list(_attempts.get(call_id, ()))
+
+
+def note_council(call_id: str, headers: dict[str, str]) -> None:
+    """The council's report for one call: which tier served each member and the chairman (see `council`)."""
+    _council[call_id] = dict(headers)
+    _council.move_to_end(call_id)
+    while len(_council) > REMEMBERED_CALLS:
+        _council.popitem(last=False)
+
+
+def council_headers(call_id: str | None) -> dict[str, str]:
+    """The council's headers for one call; empty for any other call."""
+    return dict(_council.get(call_id or "", {}))
 
 
 @dataclass(frozen=True)
@@ -49,6 +63,14 @@ class Provenance:
 def degraded_marker(requested: str, served: str) -> str:
     """The seed's stderr/log form: `[degraded: fast-9b → fast-1b]`."""
     return f"[degraded: {requested} → {served}]"
+
+
+def council_marker(degraded: list[tuple[str, str]], failed: int) -> str:
+    """A council answer with a demoted or failed part: `[degraded: council (fast-9b → fast-3b, 1 member failed)]`."""
+    parts = [f"{asked} → {served}" for asked, served in degraded]
+    if failed:
+        parts.append(f"{failed} member{'s' if failed > 1 else ''} failed")
+    return f"[degraded: council ({', '.join(parts)})]"
 
 
 def hidden_params(obj: Any) -> dict[str, Any]:

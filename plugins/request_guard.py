@@ -2,7 +2,8 @@
 
 An unknown model gets the list of tiers (LiteLLM's own message sends the user to another endpoint), and
 chat messages that are not a list of role/content objects get a 400 instead of the 500 LiteLLM gives
-after trying every backend with them.
+after trying every backend with them. The council (plugins/council.py) is never cached: its request gets
+LiteLLM's per-request cache control `no-cache` + `no-store`.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from typing import Any
 from litellm.integrations.custom_logger import CustomLogger
 
 import plugins.environment  # noqa: F401  (loopback defaults and the master key)
+
+COUNCIL = "council"  # never cached: each call must ask its members afresh
 
 
 def served_tiers() -> list[str]:
@@ -30,6 +33,8 @@ class RequestGuard(CustomLogger):
         if "messages" in data and not _valid_messages(data["messages"]):
             raise _bad_request("messages must be a non-empty list of objects with a role, e.g. "
                                '[{"role": "user", "content": "hi"}]')
+        if model == COUNCIL:
+            data["cache"] = {"no-cache": True, "no-store": True}
         return data
 
 

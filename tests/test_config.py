@@ -54,6 +54,8 @@ def test_thinking_is_explicit_and_the_9b_tiers_share_one_runner() -> None:
 
 def test_every_address_and_the_key_come_from_the_environment() -> None:
     for tier in TIERS:
+        if params(tier)["model"].startswith("council/"):
+            continue  # no address of its own: it calls other tiers through the router
         assert params(tier)["api_base"].startswith("os.environ/"), tier
     assert CONFIG_DATA["general_settings"]["master_key"] == "os.environ/LITELLM_MASTER_KEY"
 
@@ -71,3 +73,13 @@ def test_the_redis_variant_changes_only_the_cache() -> None:
     assert redis["litellm_settings"]["cache_params"]["ttl"] == CONFIG_DATA["litellm_settings"]["cache_params"]["ttl"]
     assert {k: v for k, v in redis.items() if k != "litellm_settings"} == {
         k: v for k, v in CONFIG_DATA.items() if k != "litellm_settings"}
+
+
+def test_the_council_calls_tiers_that_exist_and_is_registered() -> None:
+    council = params("council")
+    assert council["model"] == "council/default"
+    assert council["members"] == ["fast-9b", "fast-9b"] and council["member_temperature"] == 0.7
+    assert council["chairman"] == "think-9b" and 0 < council["deadline_s"] <= council["timeout"]
+    assert set(council["members"]) | {council["chairman"]} <= set(TIERS) - {"council"}
+    assert {"provider": "council", "custom_handler": "plugins.council.handler"} in (
+        CONFIG_DATA["litellm_settings"]["custom_provider_map"])
