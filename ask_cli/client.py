@@ -1,6 +1,7 @@
 """The proxy's chat endpoint over stdlib HTTP: `ask` must not pay for importing an HTTP library.
 
-The served tier is read from the proxy's `X-Served-By` / `X-Demoted-From` headers, never guessed.
+The served tier is read from the proxy's `X-Served-By` / `X-Demoted-From` headers, never guessed; the
+council's parts from `X-Council-Degraded` / `X-Council-Failed` (plugins/council.py).
 """
 
 from __future__ import annotations
@@ -40,10 +41,17 @@ class Reply:
     served_by: str = ""
     demoted_from: str | None = None
     usage: dict[str, Any] = field(default_factory=dict)
+    council_degraded: list[tuple[str, str]] = field(default_factory=list)  # (asked, served) per demoted part
+    council_failed: int = 0  # council members that failed
+    council: dict[str, Any] | None = None  # the members' answers, when the council answered
 
     @property
     def demoted(self) -> bool:
         return self.demoted_from is not None
+
+    @property
+    def council_weakened(self) -> bool:
+        return bool(self.council_degraded or self.council_failed)
 
 
 def _request(base: str, key: str, body: dict[str, Any]) -> urllib.request.Request:
@@ -75,6 +83,16 @@ def _open(req: urllib.request.Request, timeout: float) -> Any:
 def _provenance(reply: Reply, headers: Any) -> None:
     reply.served_by = headers.get("x-served-by") or reply.requested
     reply.demoted_from = headers.get("x-demoted-from")
+    degraded = headers.get("x-council-degraded") or ""
+    reply.council_degraded = [tuple(p.split("->", 1)) for p in degraded.split(",") if "->" in p]  # type: ignore[misc]
+    failed = headers.get("x-council-failed") or "0"
+    reply.council_failed = int(failed) if failed.isdigit() else 0
+
+
+def _council_fields(reply: Reply, holder: dict[str, Any]) -> None:
+    council = (holder.get("provider_specific_fields") or {}).get("council")
+    if isinstance(council, dict):
+        reply.council = council
 
 
 def chat(
@@ -86,6 +104,7 @@ def chat(
         reply = Reply(requested=str(body.get("model", "")))
         _provenance(reply, resp.headers)
     reply.text = payload["choices"][0]["message"].get("content") or ""
+    _council_fields(reply, payload["choices"][0]["message"])
     reply.usage = payload.get("usage") or {}
     return reply
 
@@ -111,6 +130,7 @@ def stream_chat(base: str, key: str, body: dict[str, Any], timeout: float = 600.
                 if event.get("usage"):
                     reply.usage = event["usage"]
                 for choice in event.get("choices") or []:
+                    _council_fields(reply, choice.get("delta") or {})
                     piece = (choice.get("delta") or {}).get("content")
                     if piece:
                         reply.text += piece

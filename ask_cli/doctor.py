@@ -157,7 +157,7 @@ def check_embedded(tiers: list[Tier], timeout: float = 1.0) -> list[Check]:
 def check_openai_servers(tiers: list[Tier], timeout: float = TIMEOUT_S) -> list[Check]:
     """llama.cpp tiers (heavy behind llama-swap): optional, so a dead one is a warn, with who falls back to it."""
     checks: list[Check] = []
-    for tier in (t for t in tiers if not t.is_ollama and t.runtime != "embedded"):
+    for tier in (t for t in tiers if not t.is_ollama and t.runtime not in ("embedded", "council")):
         feeders = [t.name for t in tiers if tier.name in t.fallbacks]
         verb = "falls" if len(feeders) == 1 else "fall"
         optional = "optional tier" + (f"; {', '.join(feeders)} {verb} back to it" if feeders else "")

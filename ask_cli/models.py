@@ -305,6 +305,8 @@ def rows(view: StackView, now: float | None = None, timeout: float = TIMEOUT_S) 
                     row["expires_at"] = datetime.fromtimestamp(expires).astimezone().isoformat(timespec="seconds")
                     row["expires_in_s"] = round(expires - now)
                 row["now"] = describe_expiry(expires, now) if row["loaded"] else "not loaded"
+        elif tier.runtime == "council":  # no server of its own: it asks other tiers (plugins/council.py)
+            row["now"] = "asks other tiers"
         else:
             row["answers"] = _server_answers(tier.api_base, timeout) if tier.api_base else False
             up = "server answers, always loaded" if tier.runtime == "embedded" else "server answers"

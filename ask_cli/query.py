@@ -98,16 +98,23 @@ class Outcome:
     served_by: str = ""
     demoted_from: str | None = None
     usage: dict[str, Any] = field(default_factory=dict)
+    council: dict[str, Any] | None = None  # the council's members and their answers (`--council`)
+    council_weakened: bool = False  # a council part was demoted or a member failed
     ttft_s: float | None = None
     latency_s: float = 0.0
     exit_code: int = 0
     error: str | None = None
 
+    @property
+    def demoted(self) -> bool:
+        """The answer is not what the tier asked for would have given: demoted, or a weakened council."""
+        return self.demoted_from is not None or self.council_weakened
+
 
 def ask_proxy(question: Question, emit: Any, marker: Any) -> Outcome:
     """Stream the answer through `emit(piece)`; call `marker(text)` once if the proxy demoted the request."""
     from ask_cli import client
-    from plugins.provenance import degraded_marker
+    from plugins.provenance import council_marker, degraded_marker
 
     key = paths.master_key(create=False)
     if not key:
@@ -117,26 +124,31 @@ def ask_proxy(question: Question, emit: Any, marker: Any) -> Outcome:
     outcome = Outcome()
     reply, pieces = client.stream_chat(client.proxy_url(), key, question.body())
     outcome.served_by, outcome.demoted_from = reply.served_by, reply.demoted_from
+    outcome.council_weakened = reply.council_weakened
     if reply.demoted:
         marker(degraded_marker(question.model, reply.served_by))
+    elif reply.council_weakened:
+        marker(council_marker(reply.council_degraded, reply.council_failed))
     for piece in pieces:
         if outcome.ttft_s is None:
             outcome.ttft_s = round(time.perf_counter() - started, 3)
         emit(piece)
-    outcome.answer, outcome.usage = reply.text, reply.usage
+    outcome.answer, outcome.usage, outcome.council = reply.text, reply.usage, reply.council
     outcome.latency_s = round(time.perf_counter() - started, 3)
     return outcome
 
 
 def as_json(question: Question, outcome: Outcome, cache_hit: bool) -> str:
+    council = {"council": outcome.council} if outcome.council is not None else {}
     return json.dumps({
         "answer": outcome.answer,
         "model": question.model,
         "served_by": outcome.served_by,
-        "demoted": outcome.demoted_from is not None,
+        "demoted": outcome.demoted,
         "cache_hit": cache_hit,
         "latency_s": outcome.latency_s,
         "usage": outcome.usage,
+        **council,
     }, ensure_ascii=False)
 
 
@@ -177,8 +189,7 @@ def store_answer(question: Question, outcome: Outcome) -> str | None:
     from ask_cli import cache
 
     key = cache_key(question)
-    demoted = outcome.demoted_from is not None
-    if key is None or outcome.exit_code != 0 or not cache.should_store(question.model, demoted):
+    if key is None or outcome.exit_code != 0 or not cache.should_store(question.model, outcome.demoted):
         return None
     with cache.PromptCache() as store:
         if store.put(key, outcome.answer, outcome.served_by, question.model, outcome.usage):
@@ -193,7 +204,7 @@ def log_call(question: Question, outcome: Outcome, cache_hit: bool) -> str | Non
     tokens = outcome.usage.get("completion_tokens") if outcome.usage else None
     ok = telemetry.record(model=question.model, served_by=outcome.served_by, prompt=question.prompt,
                           response=outcome.answer, latency_s=outcome.latency_s, cache_hit=cache_hit,
-                          demoted=outcome.demoted_from is not None, exit_code=outcome.exit_code,
+                          demoted=outcome.demoted, exit_code=outcome.exit_code,
                           tokens=tokens if isinstance(tokens, int) else None, ttft_s=outcome.ttft_s,
                           error=outcome.error)
     return None if ok else telemetry.last_error

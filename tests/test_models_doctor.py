@@ -22,7 +22,7 @@ from tests.fake_ollama import FakeOllama
 from tests.fake_openai import FakeOpenAI
 from tests.stack import CONFIG, KEY, ROOT, Proxy, closed_port_url
 
-TIERS = ["fast-9b", "fast-3b", "fast-1b", "think-9b", "coder-30b", "heavy", "tiny"]
+TIERS = ["fast-9b", "fast-3b", "fast-1b", "think-9b", "coder-30b", "heavy", "tiny", "council"]
 CODER = "qwen3-coder:30b"
 
 
@@ -58,11 +58,12 @@ def test_models_shows_each_tier_its_chain_and_keep_alive_from_the_proxy(stack_en
     assert by_name["tiny"]["fallbacks"] == []
     assert {n: by_name[n]["keep_alive"] for n in TIERS} == {
         "fast-9b": "15m", "fast-3b": "5m", "fast-1b": "2m", "think-9b": "15m", "coder-30b": "30s",
-        "heavy": None, "tiny": None}
+        "heavy": None, "tiny": None, "council": None}
     assert (by_name["coder-30b"]["runtime"], by_name["coder-30b"]["model"]) == ("ollama", CODER)
     assert by_name["fast-9b"]["api_base"] == healthy.url  # the proxy's resolved address, not the yaml's reference
     assert (by_name["heavy"]["runtime"], by_name["heavy"]["now"]) == ("llama.cpp", "server answers")
     assert (by_name["tiny"]["runtime"], by_name["tiny"]["answers"]) == ("embedded", True)
+    assert (by_name["council"]["runtime"], by_name["council"]["now"]) == ("council", "asks other tiers")
 
     assert models.run() == 0
     out = capsys.readouterr()
