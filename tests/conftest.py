@@ -6,6 +6,7 @@ LiteLLM's cooldown on the tier it breaks (see `healthy`).
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -18,6 +19,8 @@ from ask_cli.embedded import wait_ready
 from tests.fake_ollama import FakeOllama
 from tests.fake_openai import FakeOpenAI
 from tests.stack import Proxy, free_port, running_proxy
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # offline: a test importing litellm must not fetch it
 
 
 @pytest.fixture(autouse=True)
