@@ -12,10 +12,11 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from ask_cli import __version__
+from ask_cli import __version__, paths
 
 if TYPE_CHECKING:
     from ask_cli.serve import Stack
+    from ask_cli.service import Manager as ServiceManager
 
 app = typer.Typer(
     help="A cheap local LLM tier on your own machine, served by LiteLLM.",
@@ -158,6 +159,131 @@ def setup(
     raise typer.Exit(assistants.run(tool, write, yes))
 
 
+service_app = typer.Typer(help="Keep the stack running after a reboot: launchd on a Mac, systemd --user on Linux.",
+                          no_args_is_help=True)
+app.add_typer(service_app, name="service")
+ServiceNames = Annotated[list[str] | None, typer.Argument(help="proxy, ollama, redis or all (default: proxy)")]
+Manager = Annotated[str | None, typer.Option("--manager", help="launchd or systemd (default: this OS's)",
+                                            hidden=True)]
+
+
+def _service_manager(manager: str | None) -> ServiceManager:
+    from ask_cli import service
+
+    try:
+        return service.manager_for(manager)
+    except service.ServiceError as exc:
+        raise fail(str(exc)) from None
+
+
+@service_app.command("install")
+def service_install(
+    names: ServiceNames = None,
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask before writing.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only show what would be written and run.")] = False,
+    port: Annotated[int, typer.Option(help="The proxy's port. Example: --port 4000")] = 4000,
+    config: Annotated[Path | None, typer.Option(help="The LiteLLM config. Example: --config x.yaml")] = None,
+    manager: Manager = None,
+) -> None:
+    """Write the service definitions with this machine's paths, show them, then load them.
+
+    Example: ask service install all
+    """
+    from ask_cli import service
+    from ask_cli.stack_config import default_config_path
+
+    mgr = _service_manager(manager)
+    try:
+        chosen = service.chosen(names or [])
+        rendered = [service.render(mgr, n, config or default_config_path(), port=port) for n in chosen]
+    except service.ServiceError as exc:
+        raise fail(str(exc), 2) from None
+    typer.echo(service.preview(mgr, rendered))
+    if dry_run:
+        return
+    if not yes:
+        if not sys.stdin.isatty():
+            raise fail("not a terminal: add --yes to install without a prompt (or --dry-run to only look)", 2)
+        if not typer.confirm("Install?", default=False):
+            raise fail("nothing installed", 1)
+    try:
+        if "proxy" in chosen:  # the service reads the key at start, from its 0600 file: never from the definition
+            typer.echo(f"master key: {paths.ensure_key_file()}")
+        service.install(mgr, rendered, typer.echo)
+    except service.ServiceError as exc:
+        raise fail(str(exc)) from None
+    if mgr.kind == "launchd":
+        typer.echo(f"check with: ask service status (or launchctl print gui/$(id -u)/{rendered[0].label})")
+    else:
+        typer.echo("check with: ask service status; to start at boot before you log in: loginctl enable-linger")
+
+
+@service_app.command("uninstall")
+def service_uninstall(names: ServiceNames = None, manager: Manager = None) -> None:
+    """Stop the services and remove their definitions (logs stay).
+
+    Example: ask service uninstall all
+    """
+    from ask_cli import service
+
+    mgr = _service_manager(manager)
+    try:
+        service.uninstall(mgr, service.chosen(names or []), typer.echo)
+    except service.ServiceError as exc:
+        raise fail(str(exc)) from None
+
+
+@service_app.command("status")
+def service_status(
+    names: ServiceNames = None,
+    port: Annotated[int, typer.Option(help="The proxy's port. Example: --port 4000")] = 4000,
+    manager: Manager = None,
+) -> None:
+    """Installed, running (pid), answering, and where the logs are. Exit 1 if an installed one is not running.
+
+    Example: ask service status all
+    """
+    from ask_cli import service
+
+    mgr = _service_manager(manager)
+    try:
+        lines, healthy = service.status_lines(mgr, service.chosen(names or ["all"]), port=port)
+    except service.ServiceError as exc:
+        raise fail(str(exc), 2) from None
+    typer.echo("\n".join(lines))
+    raise typer.Exit(0 if healthy else 1)
+
+
+@service_app.command("logs")
+def service_logs(
+    names: ServiceNames = None,
+    lines: Annotated[int, typer.Option("-n", "--lines", help="Lines from the end. Example: -n 100")] = 50,
+    follow: Annotated[bool, typer.Option("-f", "--follow", help="Keep printing new lines until Ctrl-C.")] = False,
+    manager: Manager = None,
+) -> None:
+    """The services' log files, last lines first per service.
+
+    Example: ask service logs proxy -n 100
+    """
+    from ask_cli import service
+
+    mgr = _service_manager(manager)
+    try:
+        chosen = service.chosen(names or ["all"])
+    except service.ServiceError as exc:
+        raise fail(str(exc), 2) from None
+    files = [mgr.log_dir / f"{name}.log" for name in chosen]
+    for name, path in zip(chosen, files, strict=True):
+        typer.echo(f"==> {path} <==" if path.exists() else f"==> {name}: no log yet at {path}")
+        for line in service.tail(path, lines):
+            typer.echo(line)
+    if follow:
+        try:
+            service.follow(files)
+        except KeyboardInterrupt:
+            raise typer.Exit(0) from None
+
+
 def _answer(stack: Stack, model: str, prompt: str) -> None:
     from ask_cli import client, paths
     from plugins.provenance import degraded_marker
@@ -256,6 +382,7 @@ def main() -> None:
     """The `ask` console script."""
     first = sys.argv[1] if len(sys.argv) > 1 else None
     commands = {c.name or (c.callback.__name__ if c.callback else "") for c in app.registered_commands}
+    commands |= {g.name for g in app.registered_groups if g.name}
     if first == "--":
         del sys.argv[1]
     elif first in commands:

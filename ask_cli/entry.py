@@ -16,7 +16,8 @@ from ask_cli.query import TIER_FLAGS
 VALUE_OPTIONS = {"-m": "model", "--model": "model", "-s": "system", "--system": "system",
                  "--temperature": "temperature", "--max-tokens": "max_tokens"}
 PLAIN_FLAGS = {"--json", "--no-fallback"}
-COMMANDS = {"serve", "stats", "models", "doctor", "setup"}  # the full CLI's commands: never a question on this path
+# The full CLI's commands: never a question on this path.
+COMMANDS = {"serve", "stats", "models", "doctor", "setup", "service"}
 
 
 @dataclass

@@ -54,11 +54,27 @@ def master_key(create: bool = True) -> str | None:
         pass
     if not create:
         return None
+    return _write_key_file("sk-" + secrets.token_hex(32))
+
+
+def ensure_key_file() -> str:
+    """A key file for a process that gets no shell environment (a login service): if none exists, it holds
+    `LITELLM_MASTER_KEY` when set, so the service and this shell agree, else a new random key. Returns how."""
+    path = key_file()
+    if path.exists() and path.read_text(encoding="utf-8").strip():
+        return f"the key file {path}"
+    env = os.environ.get(KEY_ENV, "").strip()
+    _write_key_file(env or "sk-" + secrets.token_hex(32))
+    return f"the key file {path}, " + ("holding $LITELLM_MASTER_KEY" if env else "with a new key")
+
+
+def _write_key_file(key: str) -> str:
+    """Create the 0600 key file with `key`, unless another process made it first: then theirs."""
+    path = key_file()
     private_dir(path.parent)
-    key = "sk-" + secrets.token_hex(32)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:  # another process made it first: use theirs
+    except FileExistsError:
         return path.read_text(encoding="utf-8").strip()
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
         fh.write(key + "\n")

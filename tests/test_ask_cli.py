@@ -225,4 +225,6 @@ def test_stats_answers_the_seed_questions(proxy: Proxy, healthy: FakeOllama) -> 
 def test_entry_knows_every_command() -> None:
     from ask_cli import cli, entry
 
-    assert {c.name or c.callback.__name__ for c in cli.app.registered_commands} == entry.COMMANDS
+    commands = {c.name or c.callback.__name__ for c in cli.app.registered_commands}
+    groups = {g.name for g in cli.app.registered_groups}
+    assert commands | groups == entry.COMMANDS and "service" in groups
