@@ -47,6 +47,8 @@ class Stack:
         env.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # offline: never fetch the cost map
         env.setdefault("LITELLM_LOG", "ERROR")  # no per-request access log: ~0.4 ms each (bench/README.md)
         env.setdefault("PYTHONUNBUFFERED", "1")
+        if env.get("REDIS_HOST"):
+            env.setdefault("REDIS_PORT", "6379")  # the router only uses Redis when it has a port too
         return env
 
     def start(self) -> None:
@@ -56,9 +58,10 @@ class Stack:
         run_config = self.config.resolve()
         if env.get("REDIS_HOST"):
             run_config = stack_config.write_private(
-                stack_config.with_redis_cache(config), paths.data_dir() / "litellm-config.redis.yaml"
+                stack_config.with_redis(config), paths.data_dir() / "litellm-config.redis.yaml"
             )
-            self.log(f"response cache: Redis at {env['REDIS_HOST']}:{env.get('REDIS_PORT', '6379')}")
+            self.log(f"response cache and router state: Redis at {env['REDIS_HOST']}:{env['REDIS_PORT']}")
+            self._warn_if_redis_fails()
         if self.embedded:
             self._start_embedded(env)
         litellm = shutil.which("litellm", path=str(Path(sys.executable).parent)) or shutil.which("litellm")
@@ -69,6 +72,16 @@ class Stack:
         if not self._wait(f"{self.url}/health/liveliness", "proxy"):
             raise RuntimeError(f"the proxy did not answer on {self.url} within {READY_TIMEOUT_S:.0f} s")
         self.log(f"proxy listening on {self.url}/v1 (master key in {paths.key_file()} or $LITELLM_MASTER_KEY)")
+
+    def _warn_if_redis_fails(self) -> None:
+        """One clear line when Redis will not answer (down, wrong password): LiteLLM serves anyway, uncached and
+        unshared, and buries the reason in repeated errors of its own."""
+        from ask_cli.doctor import check_redis
+
+        for check in check_redis(timeout=2.0):
+            if check.status != "ok":
+                self.log(f"warning: {check.what}; serving without the shared cache until it answers "
+                         f"(fix: {check.fix})")
 
     def _start_embedded(self, env: dict[str, str]) -> None:
         base = env["TINY_API_BASE"]

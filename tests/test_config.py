@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from ask_cli import stack_config
-from tests.stack import CONFIG
+from tests.stack import CONFIG, ROOT
 
 CONFIG_DATA = stack_config.load(CONFIG)
 TIERS = {m["model_name"]: m for m in stack_config.tiers(CONFIG_DATA)}
@@ -67,12 +67,27 @@ def test_every_tier_has_a_timeout_and_ollama_tiers_a_context() -> None:
             assert params(tier)["num_ctx"] >= 4096
 
 
-def test_the_redis_variant_changes_only_the_cache() -> None:
-    redis = stack_config.with_redis_cache(CONFIG_DATA)
+def test_the_redis_variant_changes_only_the_cache_and_the_routers_shared_state() -> None:
+    redis = stack_config.with_redis(CONFIG_DATA)
     assert redis["litellm_settings"]["cache_params"]["type"] == "redis"
     assert redis["litellm_settings"]["cache_params"]["ttl"] == CONFIG_DATA["litellm_settings"]["cache_params"]["ttl"]
-    assert {k: v for k, v in redis.items() if k != "litellm_settings"} == {
-        k: v for k, v in CONFIG_DATA.items() if k != "litellm_settings"}
+    router = redis["router_settings"]
+    assert (router["redis_host"], router["redis_port"]) == ("os.environ/REDIS_HOST", "os.environ/REDIS_PORT")
+    assert {k: v for k, v in router.items() if not k.startswith("redis_")} == CONFIG_DATA["router_settings"]
+    assert {k: v for k, v in redis.items() if k not in ("litellm_settings", "router_settings")} == {
+        k: v for k, v in CONFIG_DATA.items() if k not in ("litellm_settings", "router_settings")}
+
+
+def test_the_two_machine_overlay_puts_the_remote_9b_first_and_keeps_everything_else() -> None:
+    merged = stack_config.load(ROOT / "litellm-config.two-machines.yaml")
+    nine = [m for m in merged["model_list"] if m["model_name"] == "fast-9b"]
+    assert [(m["litellm_params"]["api_base"], m["litellm_params"]["order"]) for m in nine] == [
+        ("os.environ/REMOTE_OLLAMA_API_BASE", 1), ("os.environ/OLLAMA_API_BASE", 2)]
+    assert {k: v for k, v in nine[0]["litellm_params"].items() if k not in ("api_base", "order", "timeout")} == {
+        k: v for k, v in nine[1]["litellm_params"].items() if k not in ("api_base", "order", "timeout")}
+    assert len(merged["model_list"]) == len(CONFIG_DATA["model_list"]) + 1
+    assert {k: v for k, v in merged.items() if k != "model_list"} == {
+        k: v for k, v in CONFIG_DATA.items() if k != "model_list"}
 
 
 def test_the_council_calls_tiers_that_exist_and_is_registered() -> None:

@@ -1,12 +1,13 @@
 """The response cache in a real redis-server: shared, with an explicit TTL, and never a reason to fail.
 
-The proxy runs the config `ask serve` derives when REDIS_HOST is set (`stack_config.with_redis_cache`).
+The proxy runs the config `ask serve` derives when REDIS_HOST is set (`stack_config.with_redis`).
 """
 
 from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,50 +16,13 @@ import pytest
 
 from ask_cli import stack_config
 from tests.fake_ollama import FakeOllama
-from tests.stack import CONFIG, Proxy, free_port, running_proxy
+from tests.redis_server import Redis, assert_redis_warning
+from tests.stack import CONFIG, ROOT, Proxy, free_port, running_proxy, stack_env
 
 pytestmark = [
     pytest.mark.redis,
     pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server is not installed"),
 ]
-
-
-class Redis:
-    """A real redis-server on loopback, no persistence; restartable on the same port."""
-
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> Redis:
-        self.proc = subprocess.Popen(["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
-                                      "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while self.cli("ping") != "PONG":
-            assert time.monotonic() < deadline, "redis-server did not start"
-            time.sleep(0.05)
-        return self
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(timeout=10)
-
-    def cli(self, *args: str) -> str:
-        out = subprocess.run(["redis-cli", "-p", str(self.port), *args], capture_output=True, text=True)
-        return out.stdout.strip()
-
-    def cache_keys(self) -> list[str]:
-        return [k for k in self.cli("--scan").splitlines() if k and "daily_metrics" not in k]
-
-
-def assert_redis_warning(proxy: Proxy) -> None:
-    """LiteLLM logs the lost connection (from its background writer, so not always before the answer)."""
-    deadline = time.monotonic() + 10
-    while not any("redis" in line.lower() and ("refused" in line or "closed" in line.lower())
-                  for line in proxy.log_text().splitlines()):
-        assert time.monotonic() < deadline, "no warning about the lost Redis connection"
-        time.sleep(0.2)
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +36,7 @@ def redis() -> Iterator[Redis]:
 def redis_proxy(tmp_path_factory: pytest.TempPathFactory, redis: Redis, fake_ollama: FakeOllama,
                 tiny_url: str) -> Iterator[Proxy]:
     tmp = tmp_path_factory.mktemp("redis-proxy")
-    config = stack_config.write_private(stack_config.with_redis_cache(stack_config.load(CONFIG)),
+    config = stack_config.write_private(stack_config.with_redis(stack_config.load(CONFIG)),
                                         tmp / "litellm-config.redis.yaml")
     with running_proxy(tmp, config=config, OLLAMA_API_BASE=fake_ollama.url, TINY_API_BASE=tiny_url,
                        REDIS_HOST="127.0.0.1", REDIS_PORT=str(redis.port)) as proxy:
@@ -114,7 +78,7 @@ def test_redis_down_then_back(redis_proxy: Proxy, redis: Redis, fake_ollama: Fak
 
 
 def test_unreachable_redis_at_start_still_serves(tmp_path: Path, fake_ollama: FakeOllama, tiny_url: str) -> None:
-    config = stack_config.write_private(stack_config.with_redis_cache(stack_config.load(CONFIG)),
+    config = stack_config.write_private(stack_config.with_redis(stack_config.load(CONFIG)),
                                         tmp_path / "litellm-config.redis.yaml")
     with running_proxy(tmp_path, config=config, OLLAMA_API_BASE=fake_ollama.url, TINY_API_BASE=tiny_url,
                        REDIS_HOST="127.0.0.1", REDIS_PORT=str(free_port())) as proxy:
@@ -123,3 +87,28 @@ def test_unreachable_redis_at_start_still_serves(tmp_path: Path, fake_ollama: Fa
             resp = proxy.chat("fast-3b", "no redis at all")
             assert resp.status_code == 200 and resp.headers["x-served-by"] == "fast-3b"
         assert_redis_warning(proxy)
+
+
+@pytest.mark.parametrize("case", ["wrong password", "unreachable"])
+def test_ask_serve_says_once_what_is_wrong_with_redis_and_serves(tmp_path: Path, fake_ollama: FakeOllama,
+                                                                 tiny_url: str, case: str) -> None:
+    """`ask serve` with a Redis it cannot use: one clear line that names the problem and the fix, then answers."""
+    server = Redis(free_port(), password="the-right-one").start() if case == "wrong password" else None
+    port = server.port if server else free_port()
+    env = stack_env(tmp_path, OLLAMA_API_BASE=fake_ollama.url, TINY_API_BASE=tiny_url, REDIS_HOST="127.0.0.1",
+                    REDIS_PORT=str(port), REDIS_PASSWORD="a-wrong-one")
+    try:
+        result = subprocess.run([sys.executable, "-m", "ask_cli", "serve", "--no-embedded", "--port",
+                                 str(free_port()), "--ask", "Say hello.", "--exit"],
+                                cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
+    finally:
+        if server:
+            server.stop()
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.startswith("Hello from qwen3.5:9b")
+    ours = [line for line in result.stderr.splitlines() if line.startswith("warning: redis at")]
+    assert len(ours) == 1, result.stderr[-2000:]
+    assert ours[0].startswith(f"warning: redis at 127.0.0.1:{port}: ")
+    assert ours[0].endswith("set REDIS_PASSWORD to the server's password)" if server else
+                            "or unset REDIS_HOST to cache in the proxy)")
+    assert "a-wrong-one" not in result.stderr  # the password is never printed
