@@ -1,7 +1,9 @@
 """A minimal OpenAI-compatible server (llama-swap / llama.cpp / a cloud API stand-in) that records bodies.
 
-Only what the proxy calls: `POST /v1/chat/completions`, streaming (SSE) and not, and `GET /v1/models`.
-`fail_with` makes every chat request answer that HTTP status with an OpenAI-shaped error.
+Only what the proxy calls: `POST /v1/chat/completions`, streaming (SSE) and not, and `GET /v1/models`; and,
+standing in for Anthropic, `POST /v1/messages` in Anthropic's shape (its SSE event sequence when streaming).
+`fail_with` makes every chat request answer that HTTP status with an OpenAI-shaped error. The API key each
+request carried (`Authorization: Bearer` or `x-api-key`) is recorded in `keys`.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ class FakeOpenAI:
     def __init__(self, name: str = "fake-openai") -> None:
         self.name = name
         self.bodies: list[dict[str, Any]] = []
+        self.keys: list[str] = []
         self.fail_with: int | None = None
         self._lock = threading.Lock()
         self._server = _Server(("127.0.0.1", 0), _Handler)
@@ -39,11 +42,13 @@ class FakeOpenAI:
     def reset(self) -> None:
         with self._lock:
             self.bodies.clear()
+            self.keys.clear()
             self.fail_with = None
 
-    def record(self, body: dict[str, Any]) -> None:
+    def record(self, body: dict[str, Any], key: str = "") -> None:
         with self._lock:
             self.bodies.append(body)
+            self.keys.append(key)
 
 
 class _Server(ThreadingHTTPServer):
@@ -77,11 +82,15 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         fake = self.server.fake
         body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
-        fake.record(body)
+        key = self.headers.get("x-api-key") or (self.headers.get("Authorization") or "").removeprefix("Bearer ")
+        fake.record(body, key)
         if fake.fail_with:
             self._json(fake.fail_with, {"error": {"message": f"{fake.name} is failing", "type": "server_error"}})
             return
         text = f"Hello from {fake.name}."
+        if self.path.rstrip("/").endswith("/messages"):
+            self._anthropic(body, text)
+            return
         base = {"id": "chatcmpl-fake", "created": int(time.time()), "model": body.get("model", fake.name)}
         if not body.get("stream"):
             self._json(200, {**base, "object": "chat.completion", "choices": [
@@ -99,6 +108,32 @@ class _Handler(BaseHTTPRequestHandler):
                      "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
             self._chunk(f"data: {json.dumps(chunk)}\n\n".encode())
         self._chunk(b"data: [DONE]\n\n")
+        self.wfile.write(b"0\r\n\r\n")
+
+    def _anthropic(self, body: dict[str, Any], text: str) -> None:
+        """Anthropic's Messages API: one message, or its SSE events (message_start ... message_stop)."""
+        message = {"id": "msg_fake", "type": "message", "role": "assistant", "model": body.get("model"),
+                   "stop_reason": None, "stop_sequence": None, "content": [],
+                   "usage": {"input_tokens": 5, "output_tokens": 4}}
+        if not body.get("stream"):
+            self._json(200, {**message, "content": [{"type": "text", "text": text}], "stop_reason": "end_turn"})
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        events: list[dict[str, Any]] = [
+            {"type": "message_start", "message": {**message, "usage": {"input_tokens": 5, "output_tokens": 1}}},
+            {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+            *({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": w + " "}}
+              for w in text.split()),
+            {"type": "content_block_stop", "index": 0},
+            {"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+             "usage": {"output_tokens": 4}},
+            {"type": "message_stop"},
+        ]
+        for event in events:
+            self._chunk(f"event: {event['type']}\ndata: {json.dumps(event)}\n\n".encode())
         self.wfile.write(b"0\r\n\r\n")
 
     def _chunk(self, data: bytes) -> None:
