@@ -162,7 +162,7 @@ class DemotionLog(CustomLogger):
             self._hops.pop(call_id, None)
             return
         await self._settle(call_id, served)
-        hops = self._hops.pop(call_id, [])
+        hops = [*provenance.refusals(call_id), *self._hops.pop(call_id, [])]
         attempted = set(provenance.attempts(call_id))
         hops = await _with_skipped(requested, served, hops, attempted, bool(kwargs.get("stream")))
         self._write(
@@ -191,7 +191,7 @@ class DemotionLog(CustomLogger):
         traceback_str: str | None = None,
     ) -> Any:
         call_id = request_data.get("litellm_call_id") or ""
-        hops = self._hops.pop(call_id, [])
+        hops = [*provenance.refusals(call_id), *self._hops.pop(call_id, [])]
         attempted = set(provenance.attempts(call_id))
         requested = request_data.get("model")
         council = requested == "council" and _council_words(original_exception)
@@ -258,7 +258,9 @@ async def _with_skipped(
     (cooldown), in chain order."""
     tried = {h["tier"] for h in hops}
     out: list[dict[str, str]] = []
-    for tier in provenance.chain(requested):
+    escalated = any(h["tier"] == requested and h["reason"].startswith(provenance.ESCALATED) for h in hops)
+    path = provenance.chain(requested, "context_window_fallbacks" if escalated else "fallbacks")
+    for tier in path:
         if tier == served:
             break
         if tier in tried:

@@ -13,10 +13,13 @@ from typing import Any
 
 SERVED_BY = "X-Served-By"
 DEMOTED_FROM = "X-Demoted-From"
+ESCALATED = "prompt over num_ctx"  # a refusal reason (plugins/context_window.py): took context_window_fallbacks
+SERVED_LANE = "X-Served-Lane"  # local, free-cloud or premium: the served tier's model_info.lane
 REMEMBERED_CALLS = 4096  # attempts kept per call id, newest calls only
 
 _attempts: OrderedDict[str, list[str]] = OrderedDict()
 _council: OrderedDict[str, dict[str, str]] = OrderedDict()  # call id -> the council's headers (plugins/council.py)
+_refusals: OrderedDict[str, list[dict[str, str]]] = OrderedDict()  # call id -> attempts a plugin stopped
 
 
 def note_attempt(call_id: str, tier: str) -> None:
@@ -29,6 +32,20 @@ def note_attempt(call_id: str, tier: str) -> None:
 
 def attempts(call_id: str) -> list[str]:
     return list(_attempts.get(call_id, ()))
+
+
+def note_refusal(call_id: str | None, tier: str, reason: str) -> None:
+    """An attempt a plugin stopped before it reached the backend (context too small, premium not named):
+    LiteLLM reports no per-attempt failure for those, so `demotion` reads them here."""
+    if call_id:
+        _refusals.setdefault(call_id, []).append({"tier": tier, "reason": reason})
+        _refusals.move_to_end(call_id)
+        while len(_refusals) > REMEMBERED_CALLS:
+            _refusals.popitem(last=False)
+
+
+def refusals(call_id: str) -> list[dict[str, str]]:
+    return list(_refusals.pop(call_id, ()))
 
 
 def note_council(call_id: str, headers: dict[str, str]) -> None:
@@ -48,13 +65,14 @@ def council_headers(call_id: str | None) -> dict[str, str]:
 class Provenance:
     requested: str
     served: str
+    lane: str = "local"
 
     @property
     def demoted(self) -> bool:
         return self.served != self.requested
 
     def headers(self) -> dict[str, str]:
-        out = {SERVED_BY: self.served}
+        out = {SERVED_BY: self.served, SERVED_LANE: self.lane}
         if self.demoted:
             out[DEMOTED_FROM] = self.requested
         return out
@@ -86,10 +104,10 @@ def _router() -> Any:
     return getattr(proxy_server, "llm_router", None)
 
 
-def chain(requested: str) -> list[str]:
-    """The requested tier followed by its configured fallbacks, in the order the router tries them."""
+def chain(requested: str, kind: str = "fallbacks") -> list[str]:
+    """The requested tier followed by its configured fallbacks (or `context_window_fallbacks`), in order."""
     router = _router()
-    for entry in getattr(router, "fallbacks", None) or []:
+    for entry in getattr(router, kind, None) or []:
         if isinstance(entry, dict) and requested in entry:
             return [requested, *entry[requested]]
     return [requested]
@@ -103,6 +121,16 @@ async def cooling_down(tier: str) -> bool:
     ids = set(router.get_model_ids(model_name=tier))
     active = await router.cooldown_cache.async_get_active_cooldowns(model_ids=list(ids), parent_otel_span=None)
     return any(isinstance(item, tuple) and item[0] in ids for item in active or [])
+
+
+def lane_of(tier: str) -> str:
+    """A tier's lane, from its deployments' `model_info.lane` in the yaml: local unless it says otherwise."""
+    router = _router()
+    for deployment in (router.get_model_list(model_name=tier) if router is not None else None) or []:
+        lane = (deployment.get("model_info") or {}).get("lane")
+        if lane:
+            return str(lane)
+    return "local"
 
 
 def tier_of_deployment(model_id: str | None) -> str | None:
@@ -140,4 +168,4 @@ def of_response(request: Mapping[str, Any], response: Any, model_id: str | None 
     served = served_tier(response, model_id) or logged_tier(request)
     if not isinstance(requested, str) or not served:
         return None
-    return Provenance(requested=requested, served=served)
+    return Provenance(requested=requested, served=served, lane=lane_of(served))

@@ -1,0 +1,90 @@
+"""The premium lane is reached only by name: never by a fallback of any kind, never by a client's `fallbacks`.
+
+A tier is premium when its deployments say `model_info.lane: premium` (litellm-config.cloud.yaml: Claude, paid).
+Three locks, so no request can spend premium tokens it did not ask for:
+- `ask serve` refuses a config whose chains lead into or out of premium (`stack_config.routing_problems`);
+- a request body naming premium in `fallbacks`, `context_window_fallbacks` or `default_fallbacks`, or asking
+  premium itself with any of them, is refused here with a 400 before routing;
+- every attempt is checked where it happens (`async_pre_call_deployment_hook`): a premium deployment reached
+  for a request that named another model is refused, so even a hand-edited yaml run by `litellm --config`
+  cannot fall into it. The router then moves on down the chain, and the demotion log says why.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litellm.integrations.custom_logger import CustomLogger
+
+import plugins.environment  # noqa: F401  (loopback defaults and the master key)
+from plugins import provenance
+
+PREMIUM = "premium"
+BODY_CHAINS = ("fallbacks", "context_window_fallbacks", "default_fallbacks")
+
+
+class PremiumRefused(Exception):
+    """An attempt at a premium deployment for a request that did not name it."""
+
+    status_code = 403
+
+
+def _premium_tiers() -> set[str]:
+    from litellm.proxy import proxy_server
+
+    router = getattr(proxy_server, "llm_router", None)
+    return {d["model_name"] for d in (getattr(router, "model_list", None) or [])
+            if (d.get("model_info") or {}).get("lane") == PREMIUM}
+
+
+def _named(value: Any) -> set[str]:
+    """Every model a client-side chain names: ["a", "b"], [{"model": "a"}], [{"fast-9b": ["a"]}]."""
+    names: set[str] = set()
+    for item in value if isinstance(value, list) else [value]:
+        if isinstance(item, str):
+            names.add(item)
+        elif isinstance(item, dict):
+            if isinstance(item.get("model"), str):
+                names.add(item["model"])
+            for targets in item.values():
+                if isinstance(targets, list):
+                    names |= _named(targets)
+    return names
+
+
+def _bad_request(message: str) -> Exception:
+    from fastapi import HTTPException
+
+    return HTTPException(status_code=400, detail=message)
+
+
+class PremiumGuard(CustomLogger):
+    async def async_pre_call_hook(self, user_api_key_dict: Any, cache: Any, data: dict, call_type: Any) -> dict:
+        chains = {key: data[key] for key in BODY_CHAINS if data.get(key)}
+        if not chains:
+            return data
+        premium = _premium_tiers()
+        if data.get("model") in premium:
+            raise _bad_request(f"'{data['model']}' is the premium lane: it has no fallback; remove "
+                               f"{', '.join(chains)} from the request")
+        for key, value in chains.items():
+            named = sorted(_named(value) & premium)
+            if named:
+                raise _bad_request(f"{key} names the premium lane '{named[0]}': premium is reached only by "
+                                   f"asking for it as the model; remove it from {key}")
+        return data
+
+    async def async_pre_call_deployment_hook(self, kwargs: dict[str, Any], call_type: Any) -> dict[str, Any]:
+        if (kwargs.get("model_info") or {}).get("lane") != PREMIUM:
+            return kwargs
+        body = (kwargs.get("proxy_server_request") or {}).get("body") or {}
+        asked = body.get("model") if isinstance(body, dict) else None
+        tier = (kwargs.get("metadata") or {}).get("model_group")
+        if asked is not None and asked != tier:
+            provenance.note_refusal(kwargs.get("litellm_call_id"), str(tier), "refused: premium only when named")
+            raise PremiumRefused(f"{tier}: refused, premium is reached only when a request names it "
+                                 f"(this one asked for {asked})")
+        return kwargs
+
+
+handler = PremiumGuard()
