@@ -30,6 +30,7 @@ class Stack:
     host: str = "127.0.0.1"
     port: int = 4000
     embedded: bool = True
+    cloud: bool = False  # merge litellm-config.cloud.yaml: the lanes whose keys are set
     log: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True)
     children: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
 
@@ -52,16 +53,25 @@ class Stack:
         return env
 
     def start(self) -> None:
-        config = stack_config.load(self.config)
-        stack_config.check_plugins(config, self.config)
         env = self.environment()
-        run_config = self.config.resolve()
+        config = stack_config.load(self.config)
+        run = config
+        if self.cloud:
+            overlay = self.config.resolve().parent / stack_config.CLOUD_NAME
+            run, dropped = stack_config.with_cloud(run, overlay)
+            for line in dropped:
+                self.log(f"cloud lane {line}")
+        problems = stack_config.routing_problems(run)
+        if problems:
+            raise stack_config.ConfigError(f"{self.config}: {problems[0]}")
+        stack_config.check_plugins(run, self.config)
         if env.get("REDIS_HOST"):
-            run_config = stack_config.write_private(
-                stack_config.with_redis(config), paths.data_dir() / "litellm-config.redis.yaml"
-            )
+            run = stack_config.with_redis(run)
             self.log(f"response cache and router state: Redis at {env['REDIS_HOST']}:{env['REDIS_PORT']}")
             self._warn_if_redis_fails()
+        run_config = self.config.resolve()
+        if run is not config:  # LiteLLM reads one file: write the derived one (includes merged), private
+            run_config = stack_config.write_private(run, paths.data_dir() / "litellm-config.derived.yaml")
         if self.embedded:
             self._start_embedded(env)
         litellm = shutil.which("litellm", path=str(Path(sys.executable).parent)) or shutil.which("litellm")

@@ -144,7 +144,106 @@ def write_private(config: dict[str, Any], path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write("# Derived by `ask serve` from " + CONFIG_NAME + " (Redis, includes merged). Edit that file "
-                 "instead.\n")
+        fh.write("# Derived by `ask serve` from " + CONFIG_NAME + " (includes, cloud lanes, Redis merged). Edit "
+                 "that file instead.\n")
         yaml.safe_dump(config, fh, sort_keys=False)
     return path
+
+
+# -- cloud lanes (litellm-config.cloud.yaml, `ask serve --cloud`) --------------------------------------------
+
+CLOUD_NAME = "litellm-config.cloud.yaml"  # next to the config; merged by `ask serve --cloud`
+CHAIN_KEYS = ("fallbacks", "context_window_fallbacks", "default_fallbacks")
+PREMIUM = "premium"  # model_info.lane of a tier reached only by name (plugins/premium_guard.py)
+
+
+def with_overlay(config: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
+    """The overlay's deployments appended; for each tier it names in a chain list, its chain replaces the base's."""
+    merged = {**config, "model_list": [*config["model_list"], *(overlay.get("model_list") or [])]}
+    router = dict(config.get("router_settings") or {})
+    for key, value in (overlay.get("router_settings") or {}).items():
+        if key in CHAIN_KEYS:
+            chains = {**_chains(router.get(key)), **_chains(value)}
+            router[key] = [{tier: list(targets)} for tier, targets in chains.items()]
+        else:
+            router[key] = value
+    merged["router_settings"] = router
+    return merged
+
+
+def _chains(entries: Any) -> dict[str, list[str]]:
+    chains: dict[str, list[str]] = {}
+    for entry in entries or []:
+        if isinstance(entry, dict):
+            chains.update({str(k): list(v or []) for k, v in entry.items()})
+    return chains
+
+
+def _missing_key(deployment: dict[str, Any]) -> str | None:
+    ref = (deployment.get("litellm_params") or {}).get("api_key")
+    if isinstance(ref, str) and ref.startswith("os.environ/"):
+        name = ref.removeprefix("os.environ/")
+        return None if os.environ.get(name, "").strip() else name
+    return None
+
+
+def without_keyless(config: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """Drop deployments whose API key is not in the environment, and tiers left with none from every chain.
+
+    Returns the config and one line per dropped deployment ("premium: anthropic absent, set ANTHROPIC_API_KEY")."""
+    kept, dropped = [], []
+    for deployment in config["model_list"]:
+        name = _missing_key(deployment)
+        if name is None:
+            kept.append(deployment)
+            continue
+        provider = (deployment.get("model_info") or {}).get("provider") or deployment["litellm_params"]["model"]
+        dropped.append(f"{deployment['model_name']}: {provider} absent, set {name}")
+    if not dropped:
+        return config, []
+    tiers = {d["model_name"] for d in kept}
+    router = dict(config.get("router_settings") or {})
+    for key in CHAIN_KEYS:
+        if key in router:
+            router[key] = [{tier: [t for t in targets if t in tiers]} for tier, targets in _chains(router[key]).items()
+                           if tier in tiers]
+    return {**config, "model_list": kept, "router_settings": router}, dropped
+
+
+def with_cloud(config: dict[str, Any], overlay: Path) -> tuple[dict[str, Any], list[str]]:
+    """The config plus the cloud overlay's lanes whose keys are set; one line per deployment left out."""
+    return without_keyless(with_overlay(config, load(overlay)))
+
+
+def lanes(config: dict[str, Any]) -> dict[str, str]:
+    """Each tier's lane from its deployments' model_info.lane: local unless the yaml says otherwise."""
+    out: dict[str, str] = {}
+    for deployment in config["model_list"]:
+        out.setdefault(deployment["model_name"], (deployment.get("model_info") or {}).get("lane") or "local")
+    return out
+
+
+def routing_problems(config: dict[str, Any]) -> list[str]:
+    """Paths the yaml opens that the lanes forbid: any chain into or out of a premium tier, and a cloud-only
+    tier (`reasoning`) falling back to a local one. `ask serve` refuses to start on any of them."""
+    lane = lanes(config)
+    problems = []
+    sections = [("router_settings", config.get("router_settings") or {}),
+                ("litellm_settings", config.get("litellm_settings") or {})]
+    for section, settings in sections:
+        for key in CHAIN_KEYS:
+            value = settings.get(key)
+            if key == "default_fallbacks" and isinstance(value, list):
+                value = [{"*": value}]
+            for tier, targets in _chains(value).items():
+                for target in targets:
+                    if lane.get(target) == PREMIUM:
+                        problems.append(f"{section}.{key}: '{tier}' falls back to the premium tier '{target}'; "
+                                        "premium is reached only by name: remove it from the chain")
+                if lane.get(tier) == PREMIUM and targets:
+                    problems.append(f"{section}.{key}: the premium tier '{tier}' has a fallback; it must fail "
+                                    "rather than answer from another tier: remove the chain")
+                if tier == "reasoning" and any(lane.get(t, "local") == "local" for t in targets):
+                    problems.append(f"{section}.{key}: 'reasoning' falls back to a local tier; a shallow answer is "
+                                    "worse than an error: keep its chain in the cloud")
+    return problems

@@ -17,10 +17,15 @@ BACKEND_DEFAULTS: dict[str, str] = {
     "LLAMA_SWAP_API_BASE": "http://127.0.0.1:8080/v1",
     "TINY_API_BASE": "http://127.0.0.1:11435/v1",
 }
+# litellm-config.cloud.yaml reaches Gemini through its OpenAI-compatible endpoint; the other cloud providers'
+# addresses default inside LiteLLM when their *_API_BASE is unset.
+CLOUD_DEFAULTS: dict[str, str] = {
+    "GEMINI_API_BASE": "https://generativelanguage.googleapis.com/v1beta/openai",
+}
 
 
 def apply() -> None:
-    for name, value in BACKEND_DEFAULTS.items():
+    for name, value in {**BACKEND_DEFAULTS, **CLOUD_DEFAULTS}.items():
         if not os.environ.get(name):
             os.environ[name] = value
     if not os.environ.get(KEY_ENV):
