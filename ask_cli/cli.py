@@ -55,6 +55,9 @@ def serve(
     embedded: Annotated[
         bool, typer.Option(help="Start the embedded model (tier `tiny`). Example: --no-embedded")
     ] = True,
+    cloud: Annotated[
+        bool, typer.Option("--cloud", help="Add the cloud lanes whose API keys are set (litellm-config.cloud.yaml).")
+    ] = False,
     ask: Annotated[
         str | None, typer.Option("--ask", help="Once ready, answer this prompt. Example: --ask 'Say hi'")
     ] = None,
@@ -68,7 +71,7 @@ def serve(
     from ask_cli import serve as serving
     from ask_cli.stack_config import ConfigError, default_config_path
 
-    stack = serving.Stack(config=config or default_config_path(), port=port, embedded=embedded)
+    stack = serving.Stack(config=config or default_config_path(), port=port, embedded=embedded, cloud=cloud)
     serving.stopping_on_signals()
     try:
         stack.start()
@@ -312,6 +315,8 @@ def question(
     heavy: Annotated[bool, typer.Option("--heavy", help="heavy, llama.cpp. Example: ask --heavy 'plan ...'")] = False,
     council: Annotated[bool, typer.Option("--council", help="council, uncached. Example: ask --council '…'")] = False,
     tiny: Annotated[bool, typer.Option("--tiny", help="tiny, embedded. Example: ask --tiny 'hi'")] = False,
+    premium: Annotated[bool, typer.Option("--premium", help="premium, paid cloud (ask serve --cloud). "
+                                          "Example: ask --premium '…'")] = False,
     model: Annotated[str | None, typer.Option("-m", "--model", help="Any tier. Example: -m coder-30b")] = None,
     system: Annotated[str | None, typer.Option("-s", "--system", help="System prompt. Example: -s 'Be terse.'")] = None,
     temperature: Annotated[float | None, typer.Option(help="Sampling temperature. Example: --temperature 0")] = None,
@@ -329,7 +334,8 @@ def question(
     from ask_cli import query as q
 
     flags = [f for f, on in (("--9b", nine_b), ("--3b", three_b), ("--1b", one_b), ("--think", think),
-                             ("--coder", coder), ("--heavy", heavy), ("--council", council), ("--tiny", tiny)) if on]
+                             ("--coder", coder), ("--heavy", heavy), ("--council", council), ("--tiny", tiny),
+                             ("--premium", premium)) if on]
     try:
         tier = q.pick_tier(flags, model)
         text, warnings = q.read_prompt(prompt)

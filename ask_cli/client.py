@@ -40,6 +40,7 @@ class Reply:
     requested: str = ""
     served_by: str = ""
     demoted_from: str | None = None
+    lane: str | None = None  # X-Served-Lane: local, free-cloud or premium
     usage: dict[str, Any] = field(default_factory=dict)
     council_degraded: list[tuple[str, str]] = field(default_factory=list)  # (asked, served) per demoted part
     council_failed: int = 0  # council members that failed
@@ -83,6 +84,7 @@ def _open(req: urllib.request.Request, timeout: float) -> Any:
 def _provenance(reply: Reply, headers: Any) -> None:
     reply.served_by = headers.get("x-served-by") or reply.requested
     reply.demoted_from = headers.get("x-demoted-from")
+    reply.lane = headers.get("x-served-lane")
     degraded = headers.get("x-council-degraded") or ""
     reply.council_degraded = [tuple(p.split("->", 1)) for p in degraded.split(",") if "->" in p]  # type: ignore[misc]
     failed = headers.get("x-council-failed") or "0"

@@ -24,6 +24,7 @@ TIER_FLAGS: dict[str, str] = {
     "--heavy": "heavy",
     "--council": "council",
     "--tiny": "tiny",
+    "--premium": "premium",  # the paid lane (ask serve --cloud): only ever reached by asking for it
 }
 
 
@@ -100,6 +101,7 @@ class Outcome:
     usage: dict[str, Any] = field(default_factory=dict)
     council: dict[str, Any] | None = None  # the council's members and their answers (`--council`)
     council_weakened: bool = False  # a council part was demoted or a member failed
+    lane: str | None = None  # where the answer was made (X-Served-Lane); None for a cache hit
     ttft_s: float | None = None
     latency_s: float = 0.0
     exit_code: int = 0
@@ -125,6 +127,7 @@ def ask_proxy(question: Question, emit: Any, marker: Any) -> Outcome:
     reply, pieces = client.stream_chat(client.proxy_url(), key, question.body())
     outcome.served_by, outcome.demoted_from = reply.served_by, reply.demoted_from
     outcome.council_weakened = reply.council_weakened
+    outcome.lane = reply.lane
     if reply.demoted:
         marker(degraded_marker(question.model, reply.served_by))
     elif reply.council_weakened:
@@ -145,6 +148,7 @@ def as_json(question: Question, outcome: Outcome, cache_hit: bool) -> str:
         "model": question.model,
         "served_by": outcome.served_by,
         "demoted": outcome.demoted,
+        "lane": outcome.lane,
         "cache_hit": cache_hit,
         "latency_s": outcome.latency_s,
         "usage": outcome.usage,
@@ -206,5 +210,5 @@ def log_call(question: Question, outcome: Outcome, cache_hit: bool) -> str | Non
                           response=outcome.answer, latency_s=outcome.latency_s, cache_hit=cache_hit,
                           demoted=outcome.demoted, exit_code=outcome.exit_code,
                           tokens=tokens if isinstance(tokens, int) else None, ttft_s=outcome.ttft_s,
-                          error=outcome.error)
+                          error=outcome.error, lane=outcome.lane)
     return None if ok else telemetry.last_error

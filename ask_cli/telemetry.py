@@ -24,7 +24,8 @@ if TYPE_CHECKING:
 
 # The seed's line, in its order, then the optional fields (always written, null when unknown, so jq sees one shape).
 FIELDS = ("ts", "model", "served_by", "prompt_hash", "prompt_chars", "response_chars", "latency_s", "cache_hit",
-          "demoted", "exit_code", "tokens", "ttft_s", "error")
+          "demoted", "exit_code", "tokens", "ttft_s", "error", "lane")
+LANES = ("local", "free-cloud", "premium")  # X-Served-Lane: where the answer was made (and what it cost)
 ERROR_MAX = 200  # chars: the kind of failure, not a transcript (an error may quote the request)
 NAME_MAX = 100  # chars for model names: keeps every line far below PIPE_BUF, so one write() stays whole
 SINCE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -59,8 +60,9 @@ def _seconds(value: float | None, digits: int) -> float | None:
 
 def entry(*, model: str, served_by: str | None, prompt: str, response: str, latency_s: float, cache_hit: bool,
           demoted: bool, exit_code: int, tokens: int | None = None, ttft_s: float | None = None,
-          error: str | None = None, now: float | None = None) -> dict[str, Any]:
-    """The log line for one call, typed as the seed's example. `served_by` is "" when no tier answered."""
+          error: str | None = None, now: float | None = None, lane: str | None = None) -> dict[str, Any]:
+    """The log line for one call, typed as the seed's example. `served_by` is "" when no tier answered; `lane`
+    is the served tier's lane (None for a cache hit or an error: nothing was made)."""
     return {
         "ts": round(time.time() if now is None else now, 2),
         "model": _short(model, NAME_MAX) or "",
@@ -75,16 +77,18 @@ def entry(*, model: str, served_by: str | None, prompt: str, response: str, late
         "tokens": None if tokens is None else int(tokens),
         "ttft_s": _seconds(ttft_s, 3),
         "error": _short(error, ERROR_MAX),
+        "lane": _short(lane, NAME_MAX),
     }
 
 
 def record(*, model: str, served_by: str | None, prompt: str, response: str, latency_s: float, cache_hit: bool,
            demoted: bool, exit_code: int, tokens: int | None = None, ttft_s: float | None = None,
-           error: str | None = None, now: float | None = None, path: Path | None = None) -> bool:
+           error: str | None = None, now: float | None = None, path: Path | None = None,
+           lane: str | None = None) -> bool:
     """Log one call (see `entry`); False, with `last_error` set, if the line could not be written."""
     return append(entry(model=model, served_by=served_by, prompt=prompt, response=response, latency_s=latency_s,
                         cache_hit=cache_hit, demoted=demoted, exit_code=exit_code, tokens=tokens, ttft_s=ttft_s,
-                        error=error, now=now), path)
+                        error=error, now=now, lane=lane), path)
 
 
 def append(line: dict[str, Any], path: Path | None = None) -> bool:
@@ -232,9 +236,25 @@ def stats(entries: Iterable[dict[str, Any]]) -> dict[str, Any]:
     return {
         "models": {m: _summarize(g) for m, g in sorted(by_model.items(), key=lambda kv: (-len(kv[1]), kv[0]))},
         "total": _summarize(everything),
+        "lanes": lane_usage(everything),
         "first_ts": min(stamps) if stamps else None,
         "last_ts": max(stamps) if stamps else None,
     }
+
+
+def lane_usage(entries: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
+    """Answers made per lane (local, free-cloud, premium) with their tokens; cache hits apart: they cost nothing.
+    Lines written before lanes existed were local. Failed calls count nowhere."""
+    usage = {lane: {"calls": 0, "tokens": 0} for lane in (*LANES, "cache")}
+    for e in entries:
+        if e.get("exit_code", 0) != 0:
+            continue
+        lane = "cache" if e.get("cache_hit") is True else str(e.get("lane") or "local")
+        row = usage.setdefault(lane, {"calls": 0, "tokens": 0})
+        row["calls"] += 1
+        tokens = e.get("tokens")
+        row["tokens"] += tokens if isinstance(tokens, int) and not isinstance(tokens, bool) else 0
+    return usage
 
 
 def _pct(rate: float) -> str:
@@ -262,4 +282,7 @@ def format_table(summary: dict[str, Any]) -> str:
         return "  ".join(padded).rstrip()
 
     rule = "  ".join("-" * w for w in widths)
-    return "\n".join([line(header), rule, *(line(r) for r in rows[:-1]), rule, line(rows[-1])])
+    lanes = ", ".join(f"{lane} {u['calls']}" + (f" ({u['tokens']} tokens)" if u["tokens"] else "")
+                      for lane, u in summary.get("lanes", {}).items())
+    return "\n".join([line(header), rule, *(line(r) for r in rows[:-1]), rule, line(rows[-1]), "",
+                      f"answers by lane: {lanes}"])

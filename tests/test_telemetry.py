@@ -20,7 +20,8 @@ ROOT = Path(__file__).resolve().parent.parent
 SEED_LINE = json.loads("""{"ts":1777978067.96,"model":"fast-9b","served_by":"fast-9b",
  "prompt_hash":"775a61d9","prompt_chars":22,"response_chars":2,
  "latency_s":0.003,"cache_hit":true,"demoted":false,"exit_code":0}""")
-OPTIONAL = {"tokens": (int, type(None)), "ttft_s": (float, type(None)), "error": (str, type(None))}
+OPTIONAL = {"tokens": (int, type(None)), "ttft_s": (float, type(None)), "error": (str, type(None)),
+            "lane": (str, type(None))}
 
 
 def call(**overrides: object) -> bool:
@@ -146,10 +147,11 @@ def test_percentile_nearest_rank() -> None:
 
 def hand_made_log() -> list[dict]:
     def e(model: str, served: str, latency: float, hit: bool = False, demoted: bool = False, code: int = 0,
-          tokens: int | None = None) -> dict:
-        return {"ts": 1000.0, "model": model, "served_by": served, "prompt_hash": "00000000", "prompt_chars": 1,
-                "response_chars": 1, "latency_s": latency, "cache_hit": hit, "demoted": demoted, "exit_code": code,
-                "tokens": tokens, "ttft_s": None, "error": None}
+          tokens: int | None = None, lane: str | None = None) -> dict:
+        entry = {"ts": 1000.0, "model": model, "served_by": served, "prompt_hash": "00000000", "prompt_chars": 1,
+                 "response_chars": 1, "latency_s": latency, "cache_hit": hit, "demoted": demoted, "exit_code": code,
+                 "tokens": tokens, "ttft_s": None, "error": None}
+        return {**entry, "lane": lane} if lane else entry  # lines from before lanes existed have none
 
     return [
         e("fast-9b", "fast-9b", 0.002, hit=True),
@@ -160,6 +162,8 @@ def hand_made_log() -> list[dict]:
         e("fast-9b", "", 60.0, code=1),
         e("council", "council", 9.0, tokens=100),
         e("council", "council", 11.0),
+        e("premium", "premium", 4.0, tokens=300, lane="premium"),
+        e("fast-1b", "cloud-free", 1.5, demoted=True, tokens=40, lane="free-cloud"),
     ]
 
 
@@ -167,7 +171,9 @@ def test_stats_against_a_hand_made_log() -> None:
     for entry in hand_made_log():
         assert append(entry)
     s = stats(read())
-    assert list(s["models"]) == ["fast-9b", "council"]  # by calls
+    assert s["lanes"] == {"local": {"calls": 5, "tokens": 135}, "free-cloud": {"calls": 1, "tokens": 40},
+                          "premium": {"calls": 1, "tokens": 300}, "cache": {"calls": 2, "tokens": 0}}
+    assert list(s["models"])[:2] == ["fast-9b", "council"]  # by calls
     nine = s["models"]["fast-9b"]
     assert nine["calls"] == 6
     assert nine["served_by"] == {"fast-9b": 4, "-": 1, "fast-3b": 1}
@@ -181,8 +187,8 @@ def test_stats_against_a_hand_made_log() -> None:
     council = s["models"]["council"]
     assert (council["calls"], council["cache_hit_rate"], council["p50_s"], council["p95_s"]) == (2, 0.0, 9.0, 11.0)
     total = s["total"]
-    assert total["calls"] == 8 and total["cache_hits"] == 2 and total["errors"] == 1 and total["tokens"] == 135
-    assert total["served_by"] == {"fast-9b": 4, "council": 2, "-": 1, "fast-3b": 1}
+    assert total["calls"] == 10 and total["cache_hits"] == 2 and total["errors"] == 1 and total["tokens"] == 475
+    assert total["served_by"] == {"fast-9b": 4, "council": 2, "-": 1, "cloud-free": 1, "fast-3b": 1, "premium": 1}
     # all eight: .002 .003 1 2 3 9 11 60 → p50 rank 4 = 2.0, p95 rank 8 = 60; misses (6) → rank 3 = 3.0, rank 6
     assert (total["p50_s"], total["p95_s"], total["miss_p50_s"], total["miss_p95_s"]) == (2.0, 60.0, 3.0, 60.0)
     assert (s["first_ts"], s["last_ts"]) == (1000.0, 1000.0)
@@ -201,8 +207,10 @@ def test_format_table() -> None:
     assert out[2].split()[:6] == ["fast-9b", "6", "33.3%", "16.7%", "16.7%", "1.00s"]
     assert out[2].endswith("fast-9b 4, - 1, fast-3b 1")
     assert out[3].split()[:2] == ["council", "2"]
-    assert out[-1].split()[:2] == ["total", "8"]
-    assert len(out) == 6 and set(out[1]) == {"-", " "}
+    assert out[-3].split()[:2] == ["total", "10"]
+    assert out[-1] == ("answers by lane: local 5 (135 tokens), free-cloud 1 (40 tokens), premium 1 (300 tokens), "
+                       "cache 2")
+    assert len(out) == 10 and set(out[1]) == {"-", " "}
     assert out[0].index("calls") + len("calls") == out[2].index("6") + 1  # numbers right-aligned under headers
 
 
