@@ -98,3 +98,34 @@ def test_the_council_calls_tiers_that_exist_and_is_registered() -> None:
     assert set(council["members"]) | {council["chairman"]} <= set(TIERS) - {"council"}
     assert {"provider": "council", "custom_handler": "plugins.council.handler"} in (
         CONFIG_DATA["litellm_settings"]["custom_provider_map"])
+
+
+def test_the_cloud_lanes_keep_premium_by_name_and_reasoning_in_the_cloud(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("CEREBRAS", "GROQ", "GEMINI", "OPENROUTER", "ANTHROPIC"):
+        monkeypatch.setenv(f"{name}_API_KEY", "sk-x")
+    config, dropped = stack_config.with_cloud(CONFIG_DATA, ROOT / stack_config.CLOUD_NAME)
+    assert dropped == [] and stack_config.routing_problems(config) == []
+    assert stack_config.routing_problems(CONFIG_DATA) == []
+    lanes = stack_config.lanes(config)
+    assert (lanes["premium"], lanes["reasoning"], lanes["cloud-free"], lanes["fast-9b"]) == (
+        "premium", "free-cloud", "free-cloud", "local")
+    chains = {k: v for e in config["router_settings"]["fallbacks"] for k, v in e.items()}
+    assert chains["fast-9b"] == ["fast-3b", "fast-1b", "cloud-free", "tiny"]  # free cloud after local Ollama
+    assert "premium" not in chains and "reasoning" not in chains
+
+
+@pytest.mark.parametrize(("section", "key", "value", "problem"), [
+    ("router_settings", "fallbacks", [{"fast-9b": ["premium"]}], "'fast-9b' falls back to the premium tier"),
+    ("router_settings", "context_window_fallbacks", [{"fast-9b": ["premium"]}], "falls back to the premium"),
+    ("router_settings", "default_fallbacks", ["premium"], "'*' falls back to the premium tier"),
+    ("litellm_settings", "fallbacks", [{"fast-1b": ["premium"]}], "litellm_settings.fallbacks: 'fast-1b'"),
+    ("router_settings", "fallbacks", [{"premium": ["cloud-free"]}], "the premium tier 'premium' has a fallback"),
+    ("router_settings", "fallbacks", [{"reasoning": ["cloud-free", "fast-9b"]}], "'reasoning' falls back to a local"),
+], ids=["fallbacks", "context-window", "default", "litellm-settings", "premium-out", "reasoning-local"])
+def test_every_chain_into_premium_is_refused(monkeypatch: pytest.MonkeyPatch, section: str, key: str,
+                                             value: object, problem: str) -> None:
+    for name in ("CEREBRAS", "GROQ", "ANTHROPIC"):
+        monkeypatch.setenv(f"{name}_API_KEY", "sk-x")
+    config, _ = stack_config.with_cloud(CONFIG_DATA, ROOT / stack_config.CLOUD_NAME)
+    config = {**config, section: {**(config.get(section) or {}), key: value}}
+    assert any(problem in p for p in stack_config.routing_problems(config)), stack_config.routing_problems(config)

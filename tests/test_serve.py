@@ -148,3 +148,35 @@ def test_children_go_when_the_run_command_is_killed_outright(tmp_path: Path) -> 
             time.sleep(0.1)
     finally:
         _stop(proc)
+
+
+def test_cloud_refuses_a_config_that_routes_into_premium(tmp_path: Path) -> None:
+    config = tmp_path / "litellm-config.yaml"
+    config.write_text(CONFIG.read_text().replace("- think-9b: [heavy]", "- think-9b: [premium, heavy]", 1))
+    (tmp_path / "litellm-config.cloud.yaml").write_text((ROOT / "litellm-config.cloud.yaml").read_text())
+    env = stack_env(tmp_path, ANTHROPIC_API_KEY="sk-ant-test")
+    result = run_ask("serve", "--cloud", "--config", str(config), env=env, timeout=30)
+
+    assert result.returncode == 2
+    assert [line for line in result.stderr.splitlines() if not line.startswith("cloud lane ")] == [
+        f"ask: {config}: router_settings.fallbacks: 'think-9b' falls back to the premium tier 'premium'; premium is "
+        "reached only by name: remove it from the chain"]
+
+
+def test_cloud_says_which_lanes_are_absent_and_serves(tmp_path: Path, fake_ollama: object, tiny_url: str) -> None:
+    env = stack_env(tmp_path, OLLAMA_API_BASE=fake_ollama.url, TINY_API_BASE=tiny_url,  # type: ignore[attr-defined]
+                    GROQ_API_KEY="sk-groq-test")
+    result = run_ask("serve", "--cloud", "--no-embedded", "--port", str(free_port()), "--ask", "hi", "--exit",
+                     env=env)
+
+    assert result.returncode == 0, result.stderr[-2000:]
+    absent = [line for line in result.stderr.splitlines() if line.startswith("cloud lane ")]
+    assert absent == ["cloud lane cloud-free: cerebras absent, set CEREBRAS_API_KEY",
+                      "cloud lane cloud-free: gemini absent, set GEMINI_API_KEY",
+                      "cloud lane cloud-free: openrouter absent, set OPENROUTER_API_KEY",
+                      "cloud lane reasoning: cerebras absent, set CEREBRAS_API_KEY",
+                      "cloud lane premium: anthropic absent, set ANTHROPIC_API_KEY"]
+    assert "sk-groq-test" not in result.stderr
+    derived = tmp_path / "data" / "ask" / "litellm-config.derived.yaml"
+    assert stat.S_IMODE(derived.stat().st_mode) == 0o600 and "groq/llama-3.3-70b-versatile" in derived.read_text()
+    assert result.stdout.startswith("Hello from qwen3.5:9b")
