@@ -3,7 +3,9 @@
 Hooks: `async_post_call_failure_deployment_hook` collects each failed attempt with a short reason;
 `async_log_success_event` writes the record when the tier that answered is not the tier asked for;
 `async_post_call_failure_hook` writes it when the whole chain failed, and rewrites the client's error to
-name every tier tried and why. Silent demotion is worse than honest failure.
+name every tier tried and why; `async_logging_hook` tags what LiteLLM logs (and, with a database, shows in the
+UI's Logs page) with the tier that served and, for a demotion, the tier asked for. Silent demotion is worse than
+honest failure.
 """
 
 from __future__ import annotations
@@ -38,6 +40,9 @@ WEBHOOK_ENV = "DEMOTION_WEBHOOK_URL"
 WEBHOOK_INTERVAL_ENV = "DEMOTION_WEBHOOK_MIN_INTERVAL_S"
 SETTLE_STEPS = 50  # x 20 ms: how long a demotion record waits for a late per-attempt failure report
 PENDING_LIMIT = 2048  # calls whose failed hops wait for their outcome; old ones are dropped
+# Request tags in LiteLLM's logs (the UI's Logs page filters on them): served-by:<tier> on every answer, and
+# demoted + demoted-from:<tier> on a demoted one.
+SERVED_TAG, DEMOTED_TAG, DEMOTED_FROM_TAG = "served-by:", "demoted", "demoted-from:"
 
 
 def short_reason(exc: BaseException) -> str:
@@ -151,6 +156,27 @@ class DemotionLog(CustomLogger):
         metadata = request_data.get("metadata") or {}
         tier = metadata.get("model_group") or str(request_data.get("model", "?"))
         _remember(self._hops, call_id, list).append({"tier": tier, "reason": short_reason(exception)})
+
+    # -- what LiteLLM logs -----------------------------------------------------------------------------
+    async def async_logging_hook(self, kwargs: dict, result: Any, call_type: str | None) -> tuple[dict, Any]:
+        """Runs after LiteLLM builds a call's log payload and before any logger (the database's spend log
+        included) reads it: the served and requested tiers become request tags there."""
+        payload = kwargs.get("standard_logging_object")
+        metadata = (kwargs.get("litellm_params") or {}).get("metadata") or {}
+        served = payload.get("model_group") if isinstance(payload, dict) else None
+        if not served:
+            return kwargs, result
+        requested = metadata.get("original_model_group") or metadata.get("model_group") or served
+        tags = [f"{SERVED_TAG}{served}"]
+        if requested != served:
+            tags += [DEMOTED_TAG, f"{DEMOTED_FROM_TAG}{requested}"]
+        # Into the payload, and into the request's own tags, which LiteLLM reads again whenever it rebuilds the
+        # payload (its sync and async success handlers both do, on different threads).
+        for holder, key in ((payload, "request_tags"), (metadata, "tags")):
+            existing = holder.get(key) or []
+            if isinstance(existing, list):
+                holder[key] = [*existing, *(t for t in tags if t not in existing)]
+        return kwargs, result
 
     # -- outcomes -------------------------------------------------------------------------------------
     async def async_log_success_event(self, kwargs: dict, response_obj: Any, start_time: Any, end_time: Any) -> None:
