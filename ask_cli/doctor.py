@@ -224,6 +224,47 @@ def check_redis(timeout: float = TIMEOUT_S) -> list[Check]:
     return [Check("FAIL", f"redis at {host}:{port}: {problem}", fix)]
 
 
+def database_address(url: str) -> tuple[str, str, int] | None:
+    """(database URL without its password, host, port) for a postgresql:// URL; None for anything else."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.scheme not in ("postgresql", "postgres") or not parts.hostname:
+        return None
+    shown = parts._replace(netloc=f"{parts.username + '@' if parts.username else ''}{parts.hostname}"
+                                  f"{':' + str(parts.port) if parts.port else ''}").geturl()
+    return shown, parts.hostname, parts.port or 5432
+
+
+def check_database(timeout: float = TIMEOUT_S) -> list[Check]:
+    """Optional PostgreSQL (DATABASE_URL) for the UI's logs: it accepts connections, and the proxy uses it."""
+    url = os.environ.get("DATABASE_URL", "").strip()
+    if not url:
+        return [Check("ok", "database: none (optional; DATABASE_URL gives the UI at /ui its logs, see README)")]
+    found = database_address(url)
+    if found is None:
+        return [Check("FAIL", "database: DATABASE_URL is not a postgresql:// URL",
+                      "set it like postgresql://litellm:PASSWORD@127.0.0.1:5432/litellm")]
+    shown, host, port = found
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as exc:
+        return [Check("FAIL", f"database: nothing answers at {host}:{port} ({exc.strerror or exc})",
+                      "start PostgreSQL: brew services start postgresql@16, or systemctl start postgresql")]
+    checks = [Check("ok", f"database: PostgreSQL answers at {host}:{port} ({shown})")]
+    try:
+        ready = fetch_json(f"{client.proxy_url()}/health/readiness", timeout=timeout)
+    except Unreachable:
+        return checks  # the proxy lines say it is down
+    state = str(ready.get("db", "?")) if isinstance(ready, dict) else "?"
+    if state == "connected":
+        checks.append(Check("ok", "database: the proxy is connected to it (the UI's Logs page has requests)"))
+    else:
+        checks.append(Check("FAIL", f"database: the proxy says db={state!r}",
+                            "restart it with DATABASE_URL set: ask serve (its log says why it did not connect)"))
+    return checks
+
+
 # -- the memory budget -------------------------------------------------------------------------------------
 
 
@@ -359,6 +400,7 @@ def run_checks(config: Path | None = None, ram: int | None = None, os_allowance_
         lambda: check_embedded(tiers, min(1.0, timeout)),
         lambda: check_openai_servers(tiers, timeout),
         lambda: check_redis(timeout),
+        lambda: check_database(timeout),
         lambda: budget_checks(tiers, ram if ram is not None else ram_bytes(), os_allowance_gb),
     ]
     with ThreadPoolExecutor(max_workers=len(groups)) as pool:

@@ -69,6 +69,8 @@ class Stack:
             run = stack_config.with_redis(run)
             self.log(f"response cache and router state: Redis at {env['REDIS_HOST']}:{env['REDIS_PORT']}")
             self._warn_if_redis_fails()
+        if env.get("DATABASE_URL"):
+            self._say_database(env["DATABASE_URL"])
         run_config = self.config.resolve()
         if run is not config:  # LiteLLM reads one file: write the derived one (includes merged), private
             run_config = stack_config.write_private(run, paths.data_dir() / "litellm-config.derived.yaml")
@@ -82,6 +84,17 @@ class Stack:
         if not self._wait(f"{self.url}/health/liveliness", "proxy"):
             raise RuntimeError(f"the proxy did not answer on {self.url} within {READY_TIMEOUT_S:.0f} s")
         self.log(f"proxy listening on {self.url}/v1 (master key in {paths.key_file()} or $LITELLM_MASTER_KEY)")
+
+    def _say_database(self, url: str) -> None:
+        """Where the UI's logs go (never the password), or one clear line when PostgreSQL does not answer."""
+        from ask_cli.doctor import check_database, database_address
+
+        found = database_address(url)
+        shown = found[0] if found else "DATABASE_URL (not a postgresql:// URL)"
+        self.log(f"database: {shown}; the UI at {self.url}/ui (log in as admin with the master key)")
+        for check in check_database(timeout=2.0)[:1]:
+            if check.status != "ok":
+                self.log(f"warning: {check.what}; the proxy may not start without it (fix: {check.fix})")
 
     def _warn_if_redis_fails(self) -> None:
         """One clear line when Redis will not answer (down, wrong password): LiteLLM serves anyway, uncached and

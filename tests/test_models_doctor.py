@@ -20,7 +20,7 @@ import pytest
 from ask_cli import doctor, models, paths, stack_config
 from tests.fake_ollama import FakeOllama
 from tests.fake_openai import FakeOpenAI
-from tests.stack import CONFIG, KEY, ROOT, Proxy, closed_port_url
+from tests.stack import CONFIG, KEY, ROOT, Proxy, closed_port_url, free_port
 
 TIERS = ["fast-9b", "fast-3b", "fast-1b", "think-9b", "coder-30b", "heavy", "tiny", "council"]
 CODER = "qwen3-coder:30b"
@@ -287,3 +287,25 @@ def test_loopback_defaults_match_plugins_environment() -> None:
 def test_ram_is_read_from_this_machine() -> None:
     ram = doctor.ram_bytes()
     assert ram is not None and ram > 1 * doctor.GIB
+
+
+def test_doctor_reports_the_database_state(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ASK_PROXY_URL", closed_port_url())
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    [none] = doctor.check_database(timeout=1)
+    assert none.status == "ok" and none.what.startswith("database: none (optional")
+
+    monkeypatch.setenv("DATABASE_URL", "mysql://x@127.0.0.1/db")
+    assert doctor.check_database(timeout=1)[0].what == "database: DATABASE_URL is not a postgresql:// URL"
+
+    port = free_port()
+    monkeypatch.setenv("DATABASE_URL", f"postgresql://litellm:hunter2-secret@127.0.0.1:{port}/litellm")
+    [down] = doctor.check_database(timeout=1)
+    assert down.status == "FAIL" and down.what.startswith(f"database: nothing answers at 127.0.0.1:{port}")
+    with socket.socket() as listener:  # something accepting connections where PostgreSQL would be
+        listener.bind(("127.0.0.1", port))
+        listener.listen()
+        [up] = doctor.check_database(timeout=1)
+    assert up.status == "ok" and up.what == (f"database: PostgreSQL answers at 127.0.0.1:{port} "
+                                             f"(postgresql://litellm@127.0.0.1:{port}/litellm)")
+    assert "hunter2-secret" not in "".join(c.line() for c in (down, up))
