@@ -186,6 +186,8 @@ def service_install(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only show what would be written and run.")] = False,
     port: Annotated[int, typer.Option(help="The proxy's port. Example: --port 4000")] = 4000,
     config: Annotated[Path | None, typer.Option(help="The LiteLLM config. Example: --config x.yaml")] = None,
+    cloud: Annotated[bool, typer.Option("--cloud", help="The proxy runs `ask serve --cloud` (keys: secrets.env).")]
+    = False,
     manager: Manager = None,
 ) -> None:
     """Write the service definitions with this machine's paths, show them, then load them.
@@ -198,7 +200,7 @@ def service_install(
     mgr = _service_manager(manager)
     try:
         chosen = service.chosen(names or [])
-        rendered = [service.render(mgr, n, config or default_config_path(), port=port) for n in chosen]
+        rendered = [service.render(mgr, n, config or default_config_path(), port=port, cloud=cloud) for n in chosen]
     except service.ServiceError as exc:
         raise fail(str(exc), 2) from None
     typer.echo(service.preview(mgr, rendered))
@@ -211,7 +213,12 @@ def service_install(
             raise fail("nothing installed", 1)
     try:
         if "proxy" in chosen:  # the service reads the key at start, from its 0600 file: never from the definition
+            from ask_cli import secrets_file
+
             typer.echo(f"master key: {paths.ensure_key_file()}")
+            secrets_file.ensure_private()
+            typer.echo("passwords and API keys (REDIS_PASSWORD, DATABASE_URL, *_API_KEY): "
+                       f"{secrets_file.secrets_path()} (0600), read by ask serve at start")
         service.install(mgr, rendered, typer.echo)
     except service.ServiceError as exc:
         raise fail(str(exc)) from None

@@ -410,6 +410,12 @@ def run_checks(config: Path | None = None, ram: int | None = None, os_allowance_
 
 def run(config: Path | None = None, ram_gb: float | None = None, os_allowance_gb: float = OS_ALLOWANCE_GB) -> int:
     """`ask doctor [--config PATH] [--ram-gb N] [--os-gb N]`: print each check; 1 if any FAILed, else 0."""
+    from ask_cli import secrets_file
+
+    try:  # what `ask serve` would see: credentials from ~/.config/ask/secrets.env where the shell has none
+        secrets_file.apply(os.environ)
+    except secrets_file.SecretsError as exc:
+        print(Check("FAIL", f"secrets: {exc}").line())
     found = run_checks(config, None if ram_gb is None else int(ram_gb * GIB), os_allowance_gb)
     for check in found:
         print(check.line())

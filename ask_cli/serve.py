@@ -53,6 +53,14 @@ class Stack:
         return env
 
     def start(self) -> None:
+        from ask_cli import secrets_file
+
+        try:  # into this process too: the Redis and database checks below read them like the proxy will
+            added = secrets_file.apply(os.environ)
+        except secrets_file.SecretsError as exc:
+            raise stack_config.ConfigError(str(exc)) from None
+        if added:
+            self.log(f"from {secrets_file.secrets_path()}: {', '.join(added)}")
         env = self.environment()
         config = stack_config.load(self.config)
         run = config

@@ -178,12 +178,16 @@ def proxy_environment(kind: str) -> dict[str, str]:
     return env
 
 
-def render(manager: Manager, name: str, config: Path, port: int = 4000, redis_port: int = 6379) -> Rendered:
-    """One service's definition with this machine's absolute paths; raises if its program is missing."""
+def render(manager: Manager, name: str, config: Path, port: int = 4000, redis_port: int = 6379,
+           cloud: bool = False) -> Rendered:
+    """One service's definition with this machine's absolute paths; raises if its program is missing.
+    `cloud`: the proxy runs `ask serve --cloud` (its keys come from the secrets file)."""
     kind = manager.kind
     log = manager.log_dir / f"{name}.log"
+    options = ["--cloud"] if cloud else []
+    serve_options = "".join(f"\n    <string>{o}</string>" if kind == "launchd" else f" {o}" for o in options)
     values: dict[str, str] = {"label": manager.label(name), "log": _path_value(kind, str(log)), "port": str(port),
-                              "redis_port": str(redis_port)}
+                              "redis_port": str(redis_port), "serve_options": serve_options}
     if name == "proxy":
         values.update(python=_path_value(kind, str(Path(sys.executable).absolute())),
                       repo=_path_value(kind, str(ROOT)),

@@ -180,3 +180,15 @@ def test_cloud_says_which_lanes_are_absent_and_serves(tmp_path: Path, fake_ollam
     derived = tmp_path / "data" / "ask" / "litellm-config.derived.yaml"
     assert stat.S_IMODE(derived.stat().st_mode) == 0o600 and "groq/llama-3.3-70b-versatile" in derived.read_text()
     assert result.stdout.startswith("Hello from qwen3.5:9b")
+
+
+def test_a_secrets_file_others_can_read_stops_the_start(tmp_path: Path) -> None:
+    secrets = tmp_path / "config" / "ask" / "secrets.env"
+    secrets.parent.mkdir(parents=True)
+    secrets.write_text("REDIS_PASSWORD=x\n")
+    secrets.chmod(0o644)
+    result = run_ask("serve", env=stack_env(tmp_path), timeout=30)
+
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"ask: {secrets} is readable by others (-rw-r--r--): chmod 600 {secrets}"]

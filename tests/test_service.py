@@ -323,3 +323,15 @@ def test_the_rendered_proxy_service_answers_and_stops_cleanly(machine: Path, mon
             code = proc.wait(timeout=30)
     assert code == 0, svc.log.read_text()[-2000:]
     assert "stopping the stack" in svc.log.read_text()
+
+
+def test_the_cloud_proxy_service_keeps_its_keys_in_the_secrets_file(machine: Path) -> None:
+    result = run_ask("service", "install", "proxy", "--cloud", "--yes", "--manager", "launchd")
+
+    assert result.returncode == 0, result.stderr
+    plist = plistlib.loads((machine / "home" / "Library" / "LaunchAgents" / "com.local-llm-stack.proxy.plist")
+                           .read_bytes())
+    assert plist["ProgramArguments"][-1] == "--cloud"
+    secrets = machine / "config" / "ask" / "secrets.env"
+    assert secrets.stat().st_mode & 0o777 == 0o600 and f"{secrets} (0600)" in result.stdout
+    assert not [v for v in SECRETS.values() if v in secrets.read_text() + json.dumps(plist)]
