@@ -18,6 +18,7 @@ from litellm.integrations.custom_logger import CustomLogger
 
 import plugins.environment  # noqa: F401  (loopback defaults and the master key)
 from plugins import provenance
+from plugins.request_guard import bad_request
 
 PREMIUM = "premium"
 BODY_CHAINS = ("fallbacks", "context_window_fallbacks", "default_fallbacks")
@@ -52,12 +53,6 @@ def _named(value: Any) -> set[str]:
     return names
 
 
-def _bad_request(message: str) -> Exception:
-    from fastapi import HTTPException
-
-    return HTTPException(status_code=400, detail=message)
-
-
 class PremiumGuard(CustomLogger):
     async def async_pre_call_hook(self, user_api_key_dict: Any, cache: Any, data: dict, call_type: Any) -> dict:
         chains = {key: data[key] for key in BODY_CHAINS if data.get(key)}
@@ -65,12 +60,12 @@ class PremiumGuard(CustomLogger):
             return data
         premium = _premium_tiers()
         if data.get("model") in premium:
-            raise _bad_request(f"'{data['model']}' is the premium lane: it has no fallback; remove "
+            raise bad_request(f"'{data['model']}' is the premium lane: it has no fallback; remove "
                                f"{', '.join(chains)} from the request")
         for key, value in chains.items():
             named = sorted(_named(value) & premium)
             if named:
-                raise _bad_request(f"{key} names the premium lane '{named[0]}': premium is reached only by "
+                raise bad_request(f"{key} names the premium lane '{named[0]}': premium is reached only by "
                                    f"asking for it as the model; remove it from {key}")
         return data
 

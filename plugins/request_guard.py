@@ -29,9 +29,9 @@ class RequestGuard(CustomLogger):
         model = data.get("model")
         tiers = served_tiers()
         if isinstance(model, str) and tiers and model not in tiers:
-            raise _bad_request(f"unknown model '{model}': this stack serves {', '.join(tiers)}")
+            raise bad_request(f"unknown model '{model}': this stack serves {', '.join(tiers)}")
         if "messages" in data and not _valid_messages(data["messages"]):
-            raise _bad_request("messages must be a non-empty list of objects with a role, e.g. "
+            raise bad_request("messages must be a non-empty list of objects with a role, e.g. "
                                '[{"role": "user", "content": "hi"}]')
         if model == COUNCIL:
             data["cache"] = {"no-cache": True, "no-store": True}
@@ -43,7 +43,8 @@ def _valid_messages(messages: Any) -> bool:
             and all(isinstance(m, dict) and isinstance(m.get("role"), str) for m in messages))
 
 
-def _bad_request(message: str) -> Exception:
+def bad_request(message: str) -> Exception:
+    """A 400 with `message` as the client's error text (also used by plugins/premium_guard.py)."""
     from fastapi import HTTPException
 
     return HTTPException(status_code=400, detail=message)
