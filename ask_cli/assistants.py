@@ -223,15 +223,17 @@ def aider_config(base_url: str, tiers: Tiers, key: str | None = None) -> dict[st
 def env_lines(base_url: str, tiers: Tiers, key_file: Path) -> str:
     """`eval "$(ask setup env)"`: both spellings of the base URL (OPENAI_BASE_URL for the openai SDK ≥1,
     OPENAI_API_BASE for LiteLLM-based tools such as aider: https://aider.chat/docs/llms/openai-compat.html)."""
-    return "\n".join([
-        f"# The local LLM stack for OpenAI-compatible tools. Tiers: {', '.join(tiers.coding)}",
-        f"export {KEY_ENV}={key_expression(key_file)}",
-        f"export OPENAI_BASE_URL={shlex.quote(base_url)}",
-        f"export OPENAI_API_BASE={shlex.quote(base_url)}",
-        f'export OPENAI_API_KEY="${KEY_ENV}"',
-        f"export OPENAI_MODEL={shlex.quote(tiers.main)}",
-        "",
-    ])
+    return "\n".join(
+        [
+            f"# The local LLM stack for OpenAI-compatible tools. Tiers: {', '.join(tiers.coding)}",
+            f"export {KEY_ENV}={key_expression(key_file)}",
+            f"export OPENAI_BASE_URL={shlex.quote(base_url)}",
+            f"export OPENAI_API_BASE={shlex.quote(base_url)}",
+            f'export OPENAI_API_KEY="${KEY_ENV}"',
+            f"export OPENAI_MODEL={shlex.quote(tiers.main)}",
+            "",
+        ]
+    )
 
 
 # --- merging into what the user already has -----------------------------------------------------------------
@@ -283,8 +285,7 @@ def merge_continue(existing: dict[str, Any], ours: dict[str, Any]) -> dict[str, 
         models = []
     if not isinstance(models, list):
         raise ValueError("`models` is not a list")
-    kept = [m for m in models
-            if not (isinstance(m, dict) and str(m.get("name", "")).endswith(CONTINUE_SUFFIX))]
+    kept = [m for m in models if not (isinstance(m, dict) and str(m.get("name", "")).endswith(CONTINUE_SUFFIX))]
     merged["models"] = kept + ours["models"]
     return merged
 
@@ -341,7 +342,7 @@ def _strip_jsonc(text: str) -> str:
             j = i + 1
             while j < n and text[j] != '"':
                 j += 2 if text[j] == "\\" else 1
-            out.append(text[i:j + 1])
+            out.append(text[i : j + 1])
             i = j + 1
         elif text.startswith("//", i):
             end = text.find("\n", i)
@@ -367,8 +368,10 @@ def parse_json_object(text: str, path: Path, jsonc_ok: bool = False) -> dict[str
             except json.JSONDecodeError:
                 pass
             else:
-                raise SetupError(f"{path}: has comments or trailing commas (JSONC), which a merge would drop: "
-                                 "add the printed block by hand (`ask setup opencode`); nothing written") from None
+                raise SetupError(
+                    f"{path}: has comments or trailing commas (JSONC), which a merge would drop: "
+                    "add the printed block by hand (`ask setup opencode`); nothing written"
+                ) from None
         raise SetupError(f"{path}: line {exc.lineno}: not valid JSON ({exc.msg}); nothing written") from None
     if not isinstance(data, dict):
         raise SetupError(f"{path}: expected a JSON object at the top level; nothing written")
@@ -440,65 +443,100 @@ def plan(tool: str, tiers: Tiers, key: str | None) -> Plan:
     if tool == "opencode":
         ours = opencode_config(base, tiers)
         return Plan(
-            tool, _dump_json(ours),
+            tool,
+            _dump_json(ours),
             f"put this in {tilde(path)} (or a project's opencode.json), or run `ask setup opencode --write`",
-            [f"opencode reads the key from ${KEY_ENV}: {export_key}  (in your shell profile)",
-             *_no_key(key_file, key), f"then: opencode -m {OPENCODE_PROVIDER}/{tiers.main}"],
-            path, lambda text: _dump_json(merge_opencode(parse_json_object(text, path, jsonc_ok=True), ours)))
+            [
+                f"opencode reads the key from ${KEY_ENV}: {export_key}  (in your shell profile)",
+                *_no_key(key_file, key),
+                f"then: opencode -m {OPENCODE_PROVIDER}/{tiers.main}",
+            ],
+            path,
+            lambda text: _dump_json(merge_opencode(parse_json_object(text, path, jsonc_ok=True), ours)),
+        )
     if tool == "claude-code":
         ours = claude_code_settings(proxy, tiers, key_file)
         env = " ".join(f"{k}={shlex.quote(v)}" for k, v in ours["env"].items())
-        notes = [f"apiKeyHelper reads ${KEY_ENV} or {tilde(key_file)} when claude starts: the file holds no key",
-                 "other tiers: /model " + " or /model ".join(tiers.coding)]
+        notes = [
+            f"apiKeyHelper reads ${KEY_ENV} or {tilde(key_file)} when claude starts: the file holds no key",
+            "other tiers: /model " + " or /model ".join(tiers.coding),
+        ]
         shadowing = [v for v in ("ANTHROPIC_AUTH_TOKEN", "ANTHROPIC_API_KEY") if os.environ.get(v)]
         if shadowing:
-            notes.append(f"warning: {' and '.join(shadowing)} set in this shell outrank apiKeyHelper: unset them "
-                         "before running claude against the stack")
+            notes.append(
+                f"warning: {' and '.join(shadowing)} set in this shell outrank apiKeyHelper: unset them "
+                "before running claude against the stack"
+            )
         return Plan(
-            tool, _dump_json(ours),
+            tool,
+            _dump_json(ours),
             f"put these keys in {tilde(path)}, or run `ask setup claude-code --write`; or for one shell: "
             f"export {env} ANTHROPIC_AUTH_TOKEN={key_expression(key_file)}",
             notes + _no_key(key_file, key),
-            path, lambda text: _dump_json(merge_claude_code(parse_json_object(text, path), ours)))
+            path,
+            lambda text: _dump_json(merge_claude_code(parse_json_object(text, path), ours)),
+        )
     if tool == "continue":
         ours = continue_config(base, tiers)
-        notes = [f"Continue resolves ${{{{ secrets.{KEY_ENV} }}}} from ~/.continue/.env or the IDE's environment: "
-                 f"printf '{KEY_ENV}=%s\\n' \"$(cat {shell_path(key_file)})\" >> ~/.continue/.env && "
-                 "chmod 600 ~/.continue/.env", *_no_key(key_file, key)]
+        notes = [
+            f"Continue resolves ${{{{ secrets.{KEY_ENV} }}}} from ~/.continue/.env or the IDE's environment: "
+            f"printf '{KEY_ENV}=%s\\n' \"$(cat {shell_path(key_file)})\" >> ~/.continue/.env && "
+            "chmod 600 ~/.continue/.env",
+            *_no_key(key_file, key),
+        ]
         legacy = Path.home() / ".continue" / "config.json"
         if legacy.exists() and path is not None and not path.exists():
-            notes.append(f"note: once {tilde(path)} exists Continue reads it instead of {tilde(legacy)}: "
-                         "move your models over (https://docs.continue.dev/customize/yaml-migration)")
+            notes.append(
+                f"note: once {tilde(path)} exists Continue reads it instead of {tilde(legacy)}: "
+                "move your models over (https://docs.continue.dev/customize/yaml-migration)"
+            )
         header = "# Continue config for the local LLM stack (ask setup continue)\n"
         return Plan(
-            tool, _dump_yaml(ours, header),
-            f"put these models in {tilde(path)}, or run `ask setup continue --write`", notes,
-            path, lambda text: _dump_yaml(merge_continue(parse_yaml_mapping(text, path), ours)))
+            tool,
+            _dump_yaml(ours, header),
+            f"put these models in {tilde(path)}, or run `ask setup continue --write`",
+            notes,
+            path,
+            lambda text: _dump_yaml(merge_continue(parse_yaml_mapping(text, path), ours)),
+        )
     if tool == "aider":
         ours = aider_config(base, tiers)
         others = ", ".join(f"openai/{t}" for t in tiers.coding if t not in (tiers.main, tiers.small))
-        header = ("# ~/.aider.conf.yml for the local LLM stack (ask setup aider)\n"
-                  "# openai-api-key: aider reads OPENAI_API_KEY; `ask setup aider --write` puts the key here (0600)\n"
-                  + (f"# other tiers: {others}\n" if others else ""))
+        header = (
+            "# ~/.aider.conf.yml for the local LLM stack (ask setup aider)\n"
+            "# openai-api-key: aider reads OPENAI_API_KEY; `ask setup aider --write` puts the key here (0600)\n"
+            + (f"# other tiers: {others}\n" if others else "")
+        )
 
         def render(text: str) -> str:
             parse_yaml_mapping(text, path)  # a malformed file stops here, before any edit
             if key is None:
-                raise SetupError(f"no master key in {tilde(key_file)} or ${KEY_ENV} to write into {path}: start "
-                                 "the stack once with `ask serve`, which creates it")
+                raise SetupError(
+                    f"no master key in {tilde(key_file)} or ${KEY_ENV} to write into {path}: start "
+                    "the stack once with `ask serve`, which creates it"
+                )
             return merge_flat_yaml(text, aider_config(base, tiers, key))
 
         return Plan(
-            tool, _dump_yaml(ours, header),
+            tool,
+            _dump_yaml(ours, header),
             f"put this in {tilde(path)} (or a repo's .aider.conf.yml) and give aider the key: "
             f"export OPENAI_API_KEY={key_expression(key_file)}; or run `ask setup aider --write`, which also "
             "writes the key into the file and makes it 0600",
-            ["aider will warn that it does not know these models' context window: harmless "
-             "(show-model-warnings: false silences it)"],
-            path, render, secret=True)
-    return Plan(tool, env_lines(base, tiers, key_file),
-                'eval "$(ask setup env)" in this shell, or add the lines to your shell profile',
-                _no_key(key_file, key))
+            [
+                "aider will warn that it does not know these models' context window: harmless "
+                "(show-model-warnings: false silences it)"
+            ],
+            path,
+            render,
+            secret=True,
+        )
+    return Plan(
+        tool,
+        env_lines(base, tiers, key_file),
+        'eval "$(ask setup env)" in this shell, or add the lines to your shell profile',
+        _no_key(key_file, key),
+    )
 
 
 # --- writing ------------------------------------------------------------------------------------------------
@@ -509,9 +547,14 @@ def redact(text: str, key: str | None) -> str:
 
 
 def unified_diff(old: str, new: str, path: Path, existed: bool) -> str:
-    return "".join(difflib.unified_diff(
-        old.splitlines(keepends=True), new.splitlines(keepends=True),
-        fromfile=str(path) if existed else "/dev/null", tofile=str(path)))
+    return "".join(
+        difflib.unified_diff(
+            old.splitlines(keepends=True),
+            new.splitlines(keepends=True),
+            fromfile=str(path) if existed else "/dev/null",
+            tofile=str(path),
+        )
+    )
 
 
 def backup_path(path: Path, now: datetime | None = None) -> Path:
@@ -544,19 +587,24 @@ def _confirm(path: Path, yes: bool, stdin: TextIO, err: TextIO) -> bool:
     if yes:
         return True
     if not stdin.isatty():
-        raise SetupError(f"not writing {path} without confirmation and there is no terminal to ask on: "
-                         "re-run with --yes", 2)
+        raise SetupError(
+            f"not writing {path} without confirmation and there is no terminal to ask on: re-run with --yes", 2
+        )
     err.write(f"write {path}? [y/N] ")
     err.flush()
     return stdin.readline().strip().lower() in ("y", "yes")
 
 
-def apply(p: Plan, yes: bool, key: str | None, stdin: TextIO, out: TextIO, err: TextIO,
-          now: datetime | None = None) -> int:
+def apply(
+    p: Plan, yes: bool, key: str | None, stdin: TextIO, out: TextIO, err: TextIO, now: datetime | None = None
+) -> int:
     """Diff, ask, back up, write. The diff goes to stdout with the key redacted."""
     if p.path is None or p.render is None:
-        raise SetupError(f"`{p.tool}` has no config file to write: use "
-                         f'eval "$(ask setup {p.tool})" or add the printed lines to your shell profile', 2)
+        raise SetupError(
+            f"`{p.tool}` has no config file to write: use "
+            f'eval "$(ask setup {p.tool})" or add the printed lines to your shell profile',
+            2,
+        )
     path = p.path.resolve() if p.path.is_symlink() else p.path  # write through a dotfiles symlink, not over it
     existed = path.exists()
     try:
@@ -586,13 +634,25 @@ def apply(p: Plan, yes: bool, key: str | None, stdin: TextIO, out: TextIO, err: 
             fh.write(path.read_bytes())
         os.chmod(backup, path.stat().st_mode & 0o777)
     write_file(path, new, mode)
-    err.write(f"wrote {path}" + (" (0600: it holds the key)" if p.secret else "")
-              + (f"; the old file is {backup}" if backup else "") + "\n")
+    err.write(
+        f"wrote {path}"
+        + (" (0600: it holds the key)" if p.secret else "")
+        + (f"; the old file is {backup}" if backup else "")
+        + "\n"
+    )
     return 0
 
 
-def run(tool: str, write: bool, yes: bool, *, config: Path | None = None, stdin: TextIO | None = None,
-        stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:
+def run(
+    tool: str,
+    write: bool,
+    yes: bool,
+    *,
+    config: Path | None = None,
+    stdin: TextIO | None = None,
+    stdout: TextIO | None = None,
+    stderr: TextIO | None = None,
+) -> int:
     """`ask setup TOOL [--write] [--yes]`: print the config (stdout) and notes (stderr), or merge it into the
     tool's file. Returns the exit code: 0 done, 1 not written (declined, malformed file, no key), 2 usage."""
     out, err = stdout or sys.stdout, stderr or sys.stderr

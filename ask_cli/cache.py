@@ -103,8 +103,9 @@ def migrate(db: sqlite3.Connection) -> list[str]:
         for migration in MIGRATIONS:
             if migration.__name__ not in applied:
                 migration(db)
-                db.execute("INSERT INTO _migrations (name, applied_at) VALUES (?, ?)",
-                           (migration.__name__, time.time()))
+                db.execute(
+                    "INSERT INTO _migrations (name, applied_at) VALUES (?, ?)", (migration.__name__, time.time())
+                )
                 done.append(migration.__name__)
         db.execute("COMMIT")
     except BaseException:
@@ -155,8 +156,10 @@ class CachedAnswer:
         self.usage = usage
 
     def __repr__(self) -> str:
-        return (f"CachedAnswer(served_by={self.served_by!r}, model={self.model!r}, created={self.created!r}, "
-                f"answer=<{len(self.answer)} chars>)")
+        return (
+            f"CachedAnswer(served_by={self.served_by!r}, model={self.model!r}, created={self.created!r}, "
+            f"answer=<{len(self.answer)} chars>)"
+        )
 
 
 class PromptCache:
@@ -205,8 +208,15 @@ class PromptCache:
             usage = {}
         return CachedAnswer(row[0], row[1], row[2], row[3], usage if isinstance(usage, dict) else {})
 
-    def put(self, key: str, answer: str, served_by: str, model: str, usage: dict[str, Any] | None = None,
-            now: float | None = None) -> bool:
+    def put(
+        self,
+        key: str,
+        answer: str,
+        served_by: str,
+        model: str,
+        usage: dict[str, Any] | None = None,
+        now: float | None = None,
+    ) -> bool:
         """Store an answer for `ttl_s`, dropping expired rows in the same transaction. False if it could not."""
         if self._db is None:
             return False

@@ -25,9 +25,11 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 question_app = typer.Typer(add_completion=True, pretty_exceptions_enable=False)
-COMMANDS_HELP = ("Commands: ask serve (run the stack), ask stats (is it paying off?), ask models (tiers, chains, "
-                 "what is loaded), ask doctor (what is wrong, and the fix), ask setup TOOL (coding assistants). "
-                 "`ask <command> --help` for their options.")
+COMMANDS_HELP = (
+    "Commands: ask serve (run the stack), ask stats (is it paying off?), ask models (tiers, chains, "
+    "what is loaded), ask doctor (what is wrong, and the fix), ask setup TOOL (coding assistants). "
+    "`ask <command> --help` for their options."
+)
 
 
 def _version(value: bool) -> None:
@@ -162,12 +164,12 @@ def setup(
     raise typer.Exit(assistants.run(tool, write, yes))
 
 
-service_app = typer.Typer(help="Keep the stack running after a reboot: launchd on a Mac, systemd --user on Linux.",
-                          no_args_is_help=True)
+service_app = typer.Typer(
+    help="Keep the stack running after a reboot: launchd on a Mac, systemd --user on Linux.", no_args_is_help=True
+)
 app.add_typer(service_app, name="service")
 ServiceNames = Annotated[list[str] | None, typer.Argument(help="proxy, ollama, redis or all (default: proxy)")]
-Manager = Annotated[str | None, typer.Option("--manager", help="launchd or systemd (default: this OS's)",
-                                            hidden=True)]
+Manager = Annotated[str | None, typer.Option("--manager", help="launchd or systemd (default: this OS's)", hidden=True)]
 
 
 def _service_manager(manager: str | None) -> ServiceManager:
@@ -186,8 +188,9 @@ def service_install(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only show what would be written and run.")] = False,
     port: Annotated[int, typer.Option(help="The proxy's port. Example: --port 4000")] = 4000,
     config: Annotated[Path | None, typer.Option(help="The LiteLLM config. Example: --config x.yaml")] = None,
-    cloud: Annotated[bool, typer.Option("--cloud", help="The proxy runs `ask serve --cloud` (keys: secrets.env).")]
-    = False,
+    cloud: Annotated[
+        bool, typer.Option("--cloud", help="The proxy runs `ask serve --cloud` (keys: secrets.env).")
+    ] = False,
     manager: Manager = None,
 ) -> None:
     """Write the service definitions with this machine's paths, show them, then load them.
@@ -217,8 +220,10 @@ def service_install(
 
             typer.echo(f"master key: {paths.ensure_key_file()}")
             secrets_file.ensure_private()
-            typer.echo("passwords and API keys (REDIS_PASSWORD, DATABASE_URL, *_API_KEY): "
-                       f"{secrets_file.secrets_path()} (0600), read by ask serve at start")
+            typer.echo(
+                "passwords and API keys (REDIS_PASSWORD, DATABASE_URL, *_API_KEY): "
+                f"{secrets_file.secrets_path()} (0600), read by ask serve at start"
+            )
         service.install(mgr, rendered, typer.echo)
     except service.ServiceError as exc:
         raise fail(str(exc)) from None
@@ -322,8 +327,9 @@ def question(
     heavy: Annotated[bool, typer.Option("--heavy", help="heavy, llama.cpp. Example: ask --heavy 'plan ...'")] = False,
     council: Annotated[bool, typer.Option("--council", help="council, uncached. Example: ask --council '…'")] = False,
     tiny: Annotated[bool, typer.Option("--tiny", help="tiny, embedded. Example: ask --tiny 'hi'")] = False,
-    premium: Annotated[bool, typer.Option("--premium", help="premium, paid cloud (ask serve --cloud). "
-                                          "Example: ask --premium '…'")] = False,
+    premium: Annotated[
+        bool, typer.Option("--premium", help="premium, paid cloud (ask serve --cloud). Example: ask --premium '…'")
+    ] = False,
     model: Annotated[str | None, typer.Option("-m", "--model", help="Any tier. Example: -m coder-30b")] = None,
     system: Annotated[str | None, typer.Option("-s", "--system", help="System prompt. Example: -s 'Be terse.'")] = None,
     temperature: Annotated[float | None, typer.Option(help="Sampling temperature. Example: --temperature 0")] = None,
@@ -331,8 +337,9 @@ def question(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object: answer, served_by, demoted, ...")] = False,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="A fresh answer: no cache read or written.")] = False,
     no_fallback: Annotated[bool, typer.Option("--no-fallback", help="Fail rather than demote. For cron.")] = False,
-    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
-                                          help="Print the version and exit.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
 ) -> None:
     """Ask one tier one question; the answer streams to stdout, a demotion is said on stderr.
 
@@ -340,9 +347,21 @@ def question(
     """
     from ask_cli import query as q
 
-    flags = [f for f, on in (("--9b", nine_b), ("--3b", three_b), ("--1b", one_b), ("--think", think),
-                             ("--coder", coder), ("--heavy", heavy), ("--council", council), ("--tiny", tiny),
-                             ("--premium", premium)) if on]
+    flags = [
+        f
+        for f, on in (
+            ("--9b", nine_b),
+            ("--3b", three_b),
+            ("--1b", one_b),
+            ("--think", think),
+            ("--coder", coder),
+            ("--heavy", heavy),
+            ("--council", council),
+            ("--tiny", tiny),
+            ("--premium", premium),
+        )
+        if on
+    ]
     try:
         tier = q.pick_tier(flags, model)
         text, warnings = q.read_prompt(prompt)
@@ -350,8 +369,15 @@ def question(
         raise fail(str(exc), 2) from None
     for warning in warnings:
         typer.echo(f"ask: warning: {warning}", err=True)
-    asked = q.Question(model=tier, prompt=text, system=system, temperature=temperature,
-                       max_tokens=max_tokens, fallbacks=not no_fallback, cached=not no_cache)
+    asked = q.Question(
+        model=tier,
+        prompt=text,
+        system=system,
+        temperature=temperature,
+        max_tokens=max_tokens,
+        fallbacks=not no_fallback,
+        cached=not no_cache,
+    )
     if not no_cache and q.answer_from_cache(asked, as_json):
         return
 

@@ -97,9 +97,7 @@ def _council_fields(reply: Reply, holder: dict[str, Any]) -> None:
         reply.council = council
 
 
-def chat(
-    base: str, key: str, body: dict[str, Any], timeout: float = 600.0
-) -> Reply:
+def chat(base: str, key: str, body: dict[str, Any], timeout: float = 600.0) -> Reply:
     """One non-streaming completion."""
     with _open(_request(base, key, {**body, "stream": False}), timeout) as resp:
         payload = json.loads(resp.read())

@@ -42,7 +42,7 @@ class Check:
 def _home(path: Path) -> str:
     """`~/.config/ask/master.key` rather than the full home path: what the user would type."""
     text, home = str(path), str(Path.home())
-    return "~" + text[len(home):] if text.startswith(home + os.sep) else text
+    return "~" + text[len(home) :] if text.startswith(home + os.sep) else text
 
 
 # -- the proxy ---------------------------------------------------------------------------------------------
@@ -54,18 +54,30 @@ def check_proxy(timeout: float = TIMEOUT_S) -> list[Check]:
     try:
         status, _ = fetch(f"{base}/health/liveliness", timeout=timeout)
     except Unreachable as exc:
-        return [Check("FAIL", f"proxy: nothing answers at {base} ({exc})", "start the stack: ask serve"),
-                Check("warn", "proxy: master key not checked (the proxy is down)")]
+        return [
+            Check("FAIL", f"proxy: nothing answers at {base} ({exc})", "start the stack: ask serve"),
+            Check("warn", "proxy: master key not checked (the proxy is down)"),
+        ]
     if status != 200:
-        return [Check("FAIL", f"proxy at {base}: /health/liveliness answered HTTP {status}",
-                      "restart the stack: ask serve (its log says why)")]
+        return [
+            Check(
+                "FAIL",
+                f"proxy at {base}: /health/liveliness answered HTTP {status}",
+                "restart the stack: ask serve (its log says why)",
+            )
+        ]
     checks = [Check("ok", f"proxy answers at {base}")]
     key = paths.master_key(create=False)
     from_env = bool(os.environ.get(paths.KEY_ENV, "").strip())
     where = f"${paths.KEY_ENV}" if from_env else _home(paths.key_file())
     if not key:
-        checks.append(Check("FAIL", f"proxy: no master key in {_home(paths.key_file())} or ${paths.KEY_ENV}",
-                            f"set {paths.KEY_ENV} to the proxy's key, or restart with `ask serve`, which creates one"))
+        checks.append(
+            Check(
+                "FAIL",
+                f"proxy: no master key in {_home(paths.key_file())} or ${paths.KEY_ENV}",
+                f"set {paths.KEY_ENV} to the proxy's key, or restart with `ask serve`, which creates one",
+            )
+        )
         return checks
     try:
         status, _ = fetch(f"{base}/v1/models", key, timeout)
@@ -75,8 +87,13 @@ def check_proxy(timeout: float = TIMEOUT_S) -> list[Check]:
     if status == 200:
         checks.append(Check("ok", f"proxy accepts the master key ({where})"))
     elif status in (400, 401, 403):  # 1.106.2 says 400 "No connected db." for an unknown key, 401 for none
-        checks.append(Check("FAIL", f"key rejected: the proxy runs with another {paths.KEY_ENV} than {where}",
-                            f"restart it with `ask serve` (it uses {where}), or set {paths.KEY_ENV} to its key"))
+        checks.append(
+            Check(
+                "FAIL",
+                f"key rejected: the proxy runs with another {paths.KEY_ENV} than {where}",
+                f"restart it with `ask serve` (it uses {where}), or set {paths.KEY_ENV} to its key",
+            )
+        )
     else:
         checks.append(Check("FAIL", f"proxy: /v1/models answered HTTP {status}", "restart the stack: ask serve"))
     return checks
@@ -98,8 +115,10 @@ def check_ollama(tiers: list[Tier], timeout: float = TIMEOUT_S) -> list[Check]:
             continue
         checks.append(Check("ok", f"ollama {version} answers at {base}"))
         try:
-            pulled = {normalize_tag(m.get("name") or m.get("model") or "")
-                      for m in fetch_json(f"{base}/api/tags", timeout=timeout).get("models") or []}
+            pulled = {
+                normalize_tag(m.get("name") or m.get("model") or "")
+                for m in fetch_json(f"{base}/api/tags", timeout=timeout).get("models") or []
+            }
         except (Unreachable, AttributeError) as exc:
             checks.append(Check("FAIL", f"ollama: /api/tags did not answer ({exc})", START_OLLAMA))
             continue
@@ -133,15 +152,21 @@ def check_embedded(tiers: list[Tier], timeout: float = 1.0) -> list[Check]:
         if answers:
             checks.append(Check("ok", f"{tier.name}: the embedded model answers at {tier.api_base}"))
         else:
-            checks.append(Check("FAIL", f"{tier.name}: nothing answers at {tier.api_base}",
-                                "start the stack with `ask serve` (it starts the embedded model), "
-                                "or run `python -m ask_cli.embedded` for that address"))
+            checks.append(
+                Check(
+                    "FAIL",
+                    f"{tier.name}: nothing answers at {tier.api_base}",
+                    "start the stack with `ask serve` (it starts the embedded model), "
+                    "or run `python -m ask_cli.embedded` for that address",
+                )
+            )
         missing = "warn" if answers else "FAIL"
         try:
             checks.append(Check("ok", f"{tier.name}: weights installed ({_home(embedded.find_weights())})"))
         except embedded.EmbeddedModelMissing:
-            checks.append(Check(missing, f"{tier.name}: the embedded model's weights are not installed",
-                                embedded.INSTALL_WEIGHTS))
+            checks.append(
+                Check(missing, f"{tier.name}: the embedded model's weights are not installed", embedded.INSTALL_WEIGHTS)
+            )
         try:
             runtime = find_spec("xllamacpp") is not None
         except (ImportError, ValueError):
@@ -149,8 +174,9 @@ def check_embedded(tiers: list[Tier], timeout: float = 1.0) -> list[Check]:
         if runtime:
             checks.append(Check("ok", f"{tier.name}: llama.cpp runtime (xllamacpp) installed"))
         else:
-            checks.append(Check(missing, f"{tier.name}: llama.cpp runtime (xllamacpp) is not installed",
-                                embedded.INSTALL_RUNTIME))
+            checks.append(
+                Check(missing, f"{tier.name}: llama.cpp runtime (xllamacpp) is not installed", embedded.INSTALL_RUNTIME)
+            )
     return checks
 
 
@@ -164,15 +190,25 @@ def check_openai_servers(tiers: list[Tier], timeout: float = TIMEOUT_S) -> list[
         try:
             listed = fetch_json(f"{tier.api_base}/models", timeout=timeout).get("data") or []
         except (Unreachable, AttributeError) as exc:
-            checks.append(Check("warn", f"{tier.name}: nothing answers at {tier.api_base} ({exc}; {optional})",
-                                "start llama-swap (see README), or point LLAMA_SWAP_API_BASE at your llama.cpp server"))
+            checks.append(
+                Check(
+                    "warn",
+                    f"{tier.name}: nothing answers at {tier.api_base} ({exc}; {optional})",
+                    "start llama-swap (see README), or point LLAMA_SWAP_API_BASE at your llama.cpp server",
+                )
+            )
             continue
         ids = {str(m.get("id")) for m in listed if isinstance(m, dict)}
         if tier.model in ids:
             checks.append(Check("ok", f"{tier.name}: {tier.model} served at {tier.api_base}"))
         else:
-            checks.append(Check("warn", f"{tier.name}: the server at {tier.api_base} does not list {tier.model}",
-                                f"add a model named {tier.model} to llama-swap's config (see README)"))
+            checks.append(
+                Check(
+                    "warn",
+                    f"{tier.name}: the server at {tier.api_base} does not list {tier.model}",
+                    f"add a model named {tier.model} to llama-swap's config (see README)",
+                )
+            )
     return checks
 
 
@@ -214,13 +250,21 @@ def check_redis(timeout: float = TIMEOUT_S) -> list[Check]:
     try:
         port = int(os.environ.get("REDIS_PORT") or 6379)
     except ValueError:
-        return [Check("FAIL", f"redis: REDIS_PORT={os.environ['REDIS_PORT']!r} is not a port number",
-                      "set REDIS_PORT to a number, e.g. 6379")]
+        return [
+            Check(
+                "FAIL",
+                f"redis: REDIS_PORT={os.environ['REDIS_PORT']!r} is not a port number",
+                "set REDIS_PORT to a number, e.g. 6379",
+            )
+        ]
     problem = redis_ping(host, port, os.environ.get("REDIS_PASSWORD") or None, timeout)
     if problem is None:
         return [Check("ok", f"redis answers PING at {host}:{port}")]
-    fix = ("set REDIS_PASSWORD to the server's password" if "AUTH" in problem or "NOAUTH" in problem else
-           "start it (brew services start redis, or redis-server), or unset REDIS_HOST to cache in the proxy")
+    fix = (
+        "set REDIS_PASSWORD to the server's password"
+        if "AUTH" in problem or "NOAUTH" in problem
+        else "start it (brew services start redis, or redis-server), or unset REDIS_HOST to cache in the proxy"
+    )
     return [Check("FAIL", f"redis at {host}:{port}: {problem}", fix)]
 
 
@@ -231,8 +275,10 @@ def database_address(url: str) -> tuple[str, str, int] | None:
     parts = urlsplit(url)
     if parts.scheme not in ("postgresql", "postgres") or not parts.hostname:
         return None
-    shown = parts._replace(netloc=f"{parts.username + '@' if parts.username else ''}{parts.hostname}"
-                                  f"{':' + str(parts.port) if parts.port else ''}").geturl()
+    shown = parts._replace(
+        netloc=f"{parts.username + '@' if parts.username else ''}{parts.hostname}"
+        f"{':' + str(parts.port) if parts.port else ''}"
+    ).geturl()
     return shown, parts.hostname, parts.port or 5432
 
 
@@ -243,14 +289,24 @@ def check_database(timeout: float = TIMEOUT_S) -> list[Check]:
         return [Check("ok", "database: none (optional; DATABASE_URL gives the UI at /ui its logs, see README)")]
     found = database_address(url)
     if found is None:
-        return [Check("FAIL", "database: DATABASE_URL is not a postgresql:// URL",
-                      "set it like postgresql://litellm:PASSWORD@127.0.0.1:5432/litellm")]
+        return [
+            Check(
+                "FAIL",
+                "database: DATABASE_URL is not a postgresql:// URL",
+                "set it like postgresql://litellm:PASSWORD@127.0.0.1:5432/litellm",
+            )
+        ]
     shown, host, port = found
     try:
         socket.create_connection((host, port), timeout=timeout).close()
     except OSError as exc:
-        return [Check("FAIL", f"database: nothing answers at {host}:{port} ({exc.strerror or exc})",
-                      "start PostgreSQL: brew services start postgresql@16, or systemctl start postgresql")]
+        return [
+            Check(
+                "FAIL",
+                f"database: nothing answers at {host}:{port} ({exc.strerror or exc})",
+                "start PostgreSQL: brew services start postgresql@16, or systemctl start postgresql",
+            )
+        ]
     checks = [Check("ok", f"database: PostgreSQL answers at {host}:{port} ({shown})")]
     try:
         ready = fetch_json(f"{client.proxy_url()}/health/readiness", timeout=timeout)
@@ -260,8 +316,13 @@ def check_database(timeout: float = TIMEOUT_S) -> list[Check]:
     if state == "connected":
         checks.append(Check("ok", "database: the proxy is connected to it (the UI's Logs page has requests)"))
     else:
-        checks.append(Check("FAIL", f"database: the proxy says db={state!r}",
-                            "restart it with DATABASE_URL set: ask serve (its log says why it did not connect)"))
+        checks.append(
+            Check(
+                "FAIL",
+                f"database: the proxy says db={state!r}",
+                "restart it with DATABASE_URL set: ask serve (its log says why it did not connect)",
+            )
+        )
     return checks
 
 
@@ -326,8 +387,9 @@ def blobs(tiers: list[Tier]) -> list[Blob]:
     grouped: dict[str, list[Tier]] = {}
     for tier in tiers:
         if tier.resident_gb is not None:
-            grouped.setdefault(f"ollama:{normalize_tag(tier.model)}" if tier.is_ollama else f"tier:{tier.name}",
-                               []).append(tier)
+            grouped.setdefault(
+                f"ollama:{normalize_tag(tier.model)}" if tier.is_ollama else f"tier:{tier.name}", []
+            ).append(tier)
     return [Blob(group, max(t.resident_gb or 0.0 for t in group)) for group in grouped.values()]
 
 
@@ -342,32 +404,53 @@ def budget_checks(tiers: list[Tier], ram: int | None, os_allowance_gb: float = O
         return [Check("warn", "budget: cannot read this machine's RAM", "pass it explicitly (--ram-gb)")]
     total = ram / GIB
     available = max(0.0, total - os_allowance_gb)
-    checks = [Check("ok", f"budget: {total:.1f} GB RAM − {os_allowance_gb:g} GB for the OS and open apps = "
-                          f"{available:.1f} GB for models")]
+    checks = [
+        Check(
+            "ok",
+            f"budget: {total:.1f} GB RAM − {os_allowance_gb:g} GB for the OS and open apps = "
+            f"{available:.1f} GB for models",
+        )
+    ]
     every = [b for b in blobs(tiers) if b.tiers[0].runtime != "embedded"]
     for blob in every:
         if blob.gb > available:
-            checks.append(Check("warn", f"budget: {blob} alone is more than the {available:.1f} GB available: "
-                                        "it loads only by pushing open apps into swap",
-                                f"close apps before using {blob.label}, or give it a smaller quant or num_ctx"))
+            checks.append(
+                Check(
+                    "warn",
+                    f"budget: {blob} alone is more than the {available:.1f} GB available: "
+                    "it loads only by pushing open apps into swap",
+                    f"close apps before using {blob.label}, or give it a smaller quant or num_ctx",
+                )
+            )
     ollama = [b for b in every if b.tiers[0].is_ollama]
     for a, b in itertools.combinations(ollama, 2):
         if a.gb + b.gb <= available:
             continue
         shorter = min((a, b), key=lambda x: _seconds_or_inf(x.keep_alive))
-        together = (f"budget: {a} + {b} = {a.gb + b.gb:.1f} GB > {available:.1f} GB available: "
-                    "cannot be resident together")
+        together = (
+            f"budget: {a} + {b} = {a.gb + b.gb:.1f} GB > {available:.1f} GB available: cannot be resident together"
+        )
         if _seconds_or_inf(shorter.keep_alive) <= SHORT_KEEP_ALIVE_S:
             checks.append(Check("ok", f"{together} — that is why {shorter.label}'s keep_alive is {shorter.keep_alive}"))
         else:
-            checks.append(Check("warn", f"{together}, and neither leaves within a minute of its last call",
-                                "shorten the larger one's model_info.keep_alive in litellm-config.yaml"))
+            checks.append(
+                Check(
+                    "warn",
+                    f"{together}, and neither leaves within a minute of its last call",
+                    "shorten the larger one's model_info.keep_alive in litellm-config.yaml",
+                )
+            )
     for blob in (b for b in every if not b.tiers[0].is_ollama and b.gb <= available):
         crowded = [o for o in ollama if blob.gb + o.gb > available]
         if crowded:
             names = ", ".join(str(o) for o in crowded)
-            checks.append(Check("ok", f"budget: {blob} ({blob.tiers[0].runtime}) cannot be resident with {names}: "
-                                      "its own server's idle timeout (llama-swap's ttl) decides when it leaves"))
+            checks.append(
+                Check(
+                    "ok",
+                    f"budget: {blob} ({blob.tiers[0].runtime}) cannot be resident with {names}: "
+                    "its own server's idle timeout (llama-swap's ttl) decides when it leaves",
+                )
+            )
     return checks
 
 
@@ -379,8 +462,12 @@ def _seconds_or_inf(keep_alive: str | None) -> float:
 # -- all together ------------------------------------------------------------------------------------------
 
 
-def run_checks(config: Path | None = None, ram: int | None = None, os_allowance_gb: float = OS_ALLOWANCE_GB,
-           timeout: float = TIMEOUT_S) -> list[Check]:
+def run_checks(
+    config: Path | None = None,
+    ram: int | None = None,
+    os_allowance_gb: float = OS_ALLOWANCE_GB,
+    timeout: float = TIMEOUT_S,
+) -> list[Check]:
     """Every check, in a fixed order, run side by side. `ram` (bytes) defaults to this machine's."""
     from ask_cli import stack_config
 
@@ -389,8 +476,12 @@ def run_checks(config: Path | None = None, ram: int | None = None, os_allowance_
         view = read_tiers(config, timeout)
         tiers = view.tiers
         if view.source != "proxy":  # the proxy lines below say why it could not be asked
-            head.append(Check("warn", f"tiers read from {config or stack_config.default_config_path()}, "
-                                      "not from the running proxy"))
+            head.append(
+                Check(
+                    "warn",
+                    f"tiers read from {config or stack_config.default_config_path()}, not from the running proxy",
+                )
+            )
     except stack_config.ConfigError as exc:
         tiers = []
         head.append(Check("FAIL", f"config: {exc}", "fix litellm-config.yaml (or set ASK_LITELLM_CONFIG)"))

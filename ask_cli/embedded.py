@@ -220,8 +220,7 @@ def serve(
     """
     if not allow_remote and not is_loopback(host):
         raise EmbeddedError(
-            f"refusing to serve on non-loopback host {host}: "
-            "use --allow-remote (allow_remote=True) to expose it"
+            f"refusing to serve on non-loopback host {host}: use --allow-remote (allow_remote=True) to expose it"
         )
     if n_ctx < 1 or parallel < 1 or not 0 <= port <= 65535:
         raise EmbeddedError("n_ctx and parallel must be positive, port between 0 and 65535")
@@ -241,9 +240,7 @@ def serve(
         try:
             server = xllamacpp.Server(params)
         except RuntimeError as exc:  # says only "Failed to init server"; llama.cpp logs why on stderr
-            raise EmbeddedError(
-                f"llama.cpp could not start on {host}:{port}: see its error above ({exc})"
-            ) from exc
+            raise EmbeddedError(f"llama.cpp could not start on {host}:{port}: see its error above ({exc})") from exc
         try:
             bound_port = int(str(server.listening_address).rsplit(":", 1)[1])
             url = f"http://{_url_host(host)}:{bound_port}/v1"

@@ -13,8 +13,14 @@ from dataclasses import dataclass, field
 from ask_cli.query import TIER_FLAGS
 
 # The question's options that change the answer's cache key, or not at all (--no-fallback, --json).
-VALUE_OPTIONS = {"-m": "model", "--model": "model", "-s": "system", "--system": "system",
-                 "--temperature": "temperature", "--max-tokens": "max_tokens"}
+VALUE_OPTIONS = {
+    "-m": "model",
+    "--model": "model",
+    "-s": "system",
+    "--system": "system",
+    "--temperature": "temperature",
+    "--max-tokens": "max_tokens",
+}
 PLAIN_FLAGS = {"--json", "--no-fallback"}
 # The full CLI's commands: never a question on this path.
 COMMANDS = {"serve", "stats", "models", "doctor", "setup", "service"}
@@ -71,8 +77,9 @@ def cached_answer(argv: list[str]) -> bool:
         return False
     if warnings:
         return False  # the full CLI says them
-    question = q.Question(model=tier, prompt=prompt, system=parts.system, temperature=temperature,
-                          max_tokens=max_tokens)
+    question = q.Question(
+        model=tier, prompt=prompt, system=parts.system, temperature=temperature, max_tokens=max_tokens
+    )
     return q.answer_from_cache(question, parts.json)
 
 

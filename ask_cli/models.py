@@ -254,7 +254,7 @@ def human_duration(seconds: float) -> str:
 
 
 def describe_expiry(expires: float | None, now: float) -> str:
-    """"loaded, until 14:32 (in 14m)" in local time; a date too if it is not today."""
+    """ "loaded, until 14:32 (in 14m)" in local time; a date too if it is not today."""
     if expires is None:
         return "loaded"
     if expires - now > FOREVER_S:
@@ -284,8 +284,15 @@ def rows(view: StackView, now: float | None = None, timeout: float = TIMEOUT_S) 
     ps: dict[str, dict[str, float | None] | str] = {}  # per Ollama base: loaded models, or why unknown
     out = []
     for tier in view.tiers:
-        row: dict[str, Any] = {**asdict(tier), "source": view.source, "loaded": None, "expires_at": None,
-                               "expires_in_s": None, "answers": None, "error": None}
+        row: dict[str, Any] = {
+            **asdict(tier),
+            "source": view.source,
+            "loaded": None,
+            "expires_at": None,
+            "expires_in_s": None,
+            "answers": None,
+            "error": None,
+        }
         if tier.is_ollama:
             if tier.api_base not in ps:
                 try:
@@ -322,8 +329,14 @@ def collect(config: Path | None = None, now: float | None = None, timeout: float
 
 # -- output --------------------------------------------------------------------------------------------
 
-COLUMNS = (("TIER", "name"), ("RUNTIME", "runtime"), ("MODEL", "model"), ("KEEP_ALIVE", "keep_alive"),
-           ("FALLS BACK TO", "chain"), ("NOW", "now"))
+COLUMNS = (
+    ("TIER", "name"),
+    ("RUNTIME", "runtime"),
+    ("MODEL", "model"),
+    ("KEEP_ALIVE", "keep_alive"),
+    ("FALLS BACK TO", "chain"),
+    ("NOW", "now"),
+)
 
 
 def table(data: list[dict[str, Any]]) -> str:

@@ -50,8 +50,7 @@ class Question:
     def body(self) -> dict[str, Any]:
         messages = [{"role": "system", "content": self.system}] if self.system else []
         messages.append({"role": "user", "content": self.prompt})
-        body: dict[str, Any] = {"model": self.model, "messages": messages,
-                                "stream_options": {"include_usage": True}}
+        body: dict[str, Any] = {"model": self.model, "messages": messages, "stream_options": {"include_usage": True}}
         if self.temperature is not None:
             body["temperature"] = self.temperature
         if self.max_tokens is not None:
@@ -120,8 +119,10 @@ def ask_proxy(question: Question, emit: Any, marker: Any) -> Outcome:
 
     key = paths.master_key(create=False)
     if not key:
-        raise NoKey(f"no master key in {paths.key_file()} or $LITELLM_MASTER_KEY: start the stack once with "
-                    "`ask serve`, which creates it")
+        raise NoKey(
+            f"no master key in {paths.key_file()} or $LITELLM_MASTER_KEY: start the stack once with "
+            "`ask serve`, which creates it"
+        )
     started = time.perf_counter()
     outcome = Outcome()
     reply, pieces = client.stream_chat(client.proxy_url(), key, question.body())
@@ -143,17 +144,20 @@ def ask_proxy(question: Question, emit: Any, marker: Any) -> Outcome:
 
 def as_json(question: Question, outcome: Outcome, cache_hit: bool) -> str:
     council = {"council": outcome.council} if outcome.council is not None else {}
-    return json.dumps({
-        "answer": outcome.answer,
-        "model": question.model,
-        "served_by": outcome.served_by,
-        "demoted": outcome.demoted,
-        "lane": outcome.lane,
-        "cache_hit": cache_hit,
-        "latency_s": outcome.latency_s,
-        "usage": outcome.usage,
-        **council,
-    }, ensure_ascii=False)
+    return json.dumps(
+        {
+            "answer": outcome.answer,
+            "model": question.model,
+            "served_by": outcome.served_by,
+            "demoted": outcome.demoted,
+            "lane": outcome.lane,
+            "cache_hit": cache_hit,
+            "latency_s": outcome.latency_s,
+            "usage": outcome.usage,
+            **council,
+        },
+        ensure_ascii=False,
+    )
 
 
 def cache_key(question: Question) -> str | None:
@@ -162,8 +166,7 @@ def cache_key(question: Question) -> str | None:
 
     if not cache.cacheable(question.model):
         return None
-    return cache.cache_key(question.model, question.system, question.prompt, question.temperature,
-                           question.max_tokens)
+    return cache.cache_key(question.model, question.system, question.prompt, question.temperature, question.max_tokens)
 
 
 def answer_from_cache(question: Question, json_output: bool) -> bool:
@@ -178,10 +181,14 @@ def answer_from_cache(question: Question, json_output: bool) -> bool:
         hit = store.get(key)
     if hit is None:
         return False
-    outcome = Outcome(answer=hit.answer, served_by=hit.served_by, usage=hit.usage,
-                      latency_s=round(time.perf_counter() - started, 4))
-    sys.stdout.write(as_json(question, outcome, cache_hit=True) + "\n" if json_output
-                     else hit.answer + ("" if hit.answer.endswith("\n") else "\n"))
+    outcome = Outcome(
+        answer=hit.answer, served_by=hit.served_by, usage=hit.usage, latency_s=round(time.perf_counter() - started, 4)
+    )
+    sys.stdout.write(
+        as_json(question, outcome, cache_hit=True) + "\n"
+        if json_output
+        else hit.answer + ("" if hit.answer.endswith("\n") else "\n")
+    )
     sys.stdout.flush()
     log_call(question, outcome, cache_hit=True)
     return True
@@ -206,9 +213,18 @@ def log_call(question: Question, outcome: Outcome, cache_hit: bool) -> str | Non
     from ask_cli import telemetry
 
     tokens = outcome.usage.get("completion_tokens") if outcome.usage else None
-    ok = telemetry.record(model=question.model, served_by=outcome.served_by, prompt=question.prompt,
-                          response=outcome.answer, latency_s=outcome.latency_s, cache_hit=cache_hit,
-                          demoted=outcome.demoted, exit_code=outcome.exit_code,
-                          tokens=tokens if isinstance(tokens, int) else None, ttft_s=outcome.ttft_s,
-                          error=outcome.error, lane=outcome.lane)
+    ok = telemetry.record(
+        model=question.model,
+        served_by=outcome.served_by,
+        prompt=question.prompt,
+        response=outcome.answer,
+        latency_s=outcome.latency_s,
+        cache_hit=cache_hit,
+        demoted=outcome.demoted,
+        exit_code=outcome.exit_code,
+        tokens=tokens if isinstance(tokens, int) else None,
+        ttft_s=outcome.ttft_s,
+        error=outcome.error,
+        lane=outcome.lane,
+    )
     return None if ok else telemetry.last_error

@@ -61,6 +61,8 @@ def ensure_private(path: Path | None = None) -> None:
     paths.private_dir(path.parent)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as out:
-        out.write("# NAME=value, one per line, for `ask serve` when no shell provides them (e.g. as a login service).\n"
-                  "# REDIS_PASSWORD=...\n# DATABASE_URL=postgresql://litellm:...@127.0.0.1:5432/litellm\n"
-                  "# GROQ_API_KEY=...\n")
+        out.write(
+            "# NAME=value, one per line, for `ask serve` when no shell provides them (e.g. as a login service).\n"
+            "# REDIS_PASSWORD=...\n# DATABASE_URL=postgresql://litellm:...@127.0.0.1:5432/litellm\n"
+            "# GROQ_API_KEY=...\n"
+        )

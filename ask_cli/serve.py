@@ -111,8 +111,7 @@ class Stack:
 
         for check in check_redis(timeout=2.0):
             if check.status != "ok":
-                self.log(f"warning: {check.what}; serving without the shared cache until it answers "
-                         f"(fix: {check.fix})")
+                self.log(f"warning: {check.what}; serving without the shared cache until it answers (fix: {check.fix})")
 
     def _start_embedded(self, env: dict[str, str]) -> None:
         base = env["TINY_API_BASE"]
@@ -130,8 +129,9 @@ class Stack:
 
     def _spawn(self, name: str, cmd: list[str], env: dict[str, str], cwd: Path | None = None) -> None:
         # Children log to stderr: stdout carries only answers, so `ask serve --ask ... > out.txt` works.
-        proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=sys.stderr.fileno(), start_new_session=True,
-                                preexec_fn=_die_with_parent)
+        proc = subprocess.Popen(
+            cmd, env=env, cwd=cwd, stdout=sys.stderr.fileno(), start_new_session=True, preexec_fn=_die_with_parent
+        )
         self.children.append((name, proc))
 
     def _wait(self, url: str, name: str) -> bool:

@@ -32,8 +32,16 @@ PREFIX = "local-llm-stack"
 
 # Copied into the proxy's service from the environment at install time when set: addresses and file locations,
 # never credentials (REDIS_PASSWORD, API keys and the master key stay out of service files).
-PROXY_ENV = ("OLLAMA_API_BASE", "LLAMA_SWAP_API_BASE", "TINY_API_BASE", "REDIS_HOST", "REDIS_PORT",
-             "DEMOTION_LOG", "XDG_CONFIG_HOME", "XDG_DATA_HOME")
+PROXY_ENV = (
+    "OLLAMA_API_BASE",
+    "LLAMA_SWAP_API_BASE",
+    "TINY_API_BASE",
+    "REDIS_HOST",
+    "REDIS_PORT",
+    "DEMOTION_LOG",
+    "XDG_CONFIG_HOME",
+    "XDG_DATA_HOME",
+)
 # What the stack expects of Ollama: loopback, one request at a time per model (KV cache memory stays
 # predictable), at most two models resident on 24 GB, and the context the tiers ask for (num_ctx in the yaml).
 OLLAMA_ENV = {
@@ -114,8 +122,9 @@ class Manager:
             code, out = self.run(["launchctl", "print", f"{self._domain()}/{self.label(name)}"])
             if code != 0:
                 return False, None
-            pid = next((line.split("=", 1)[1].strip() for line in out.splitlines()
-                        if line.strip().startswith("pid =")), None)
+            pid = next(
+                (line.split("=", 1)[1].strip() for line in out.splitlines() if line.strip().startswith("pid =")), None
+            )
             return True, int(pid) if pid and pid.isdigit() else None
         code, out = self.run(["systemctl", "--user", "show", "-p", "LoadState,ActiveState,MainPID", self.label(name)])
         fields = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
@@ -126,11 +135,14 @@ class Manager:
 
 
 def manager_for(platform: str | None = None, home: Path | None = None) -> Manager:
-    kind = platform or ("launchd" if sys.platform == "darwin" else "systemd" if sys.platform.startswith("linux")
-                        else "")
+    kind = platform or (
+        "launchd" if sys.platform == "darwin" else "systemd" if sys.platform.startswith("linux") else ""
+    )
     if kind not in ("launchd", "systemd"):
-        raise ServiceError(f"no service manager for {sys.platform}: ask service knows launchd (macOS) and systemd "
-                           "(Linux); run `ask serve` in a terminal instead")
+        raise ServiceError(
+            f"no service manager for {sys.platform}: ask service knows launchd (macOS) and systemd "
+            "(Linux); run `ask serve` in a terminal instead"
+        )
     return Manager(kind, home or Path.home())
 
 
@@ -178,28 +190,44 @@ def proxy_environment(kind: str) -> dict[str, str]:
     return env
 
 
-def render(manager: Manager, name: str, config: Path, port: int = 4000, redis_port: int = 6379,
-           cloud: bool = False) -> Rendered:
+def render(
+    manager: Manager, name: str, config: Path, port: int = 4000, redis_port: int = 6379, cloud: bool = False
+) -> Rendered:
     """One service's definition with this machine's absolute paths; raises if its program is missing.
     `cloud`: the proxy runs `ask serve --cloud` (its keys come from the secrets file)."""
     kind = manager.kind
     log = manager.log_dir / f"{name}.log"
     options = ["--cloud"] if cloud else []
     serve_options = "".join(f"\n    <string>{o}</string>" if kind == "launchd" else f" {o}" for o in options)
-    values: dict[str, str] = {"label": manager.label(name), "log": _path_value(kind, str(log)), "port": str(port),
-                              "redis_port": str(redis_port), "serve_options": serve_options}
+    values: dict[str, str] = {
+        "label": manager.label(name),
+        "log": _path_value(kind, str(log)),
+        "port": str(port),
+        "redis_port": str(redis_port),
+        "serve_options": serve_options,
+    }
     if name == "proxy":
-        values.update(python=_path_value(kind, str(Path(sys.executable).absolute())),
-                      repo=_path_value(kind, str(ROOT)),
-                      config=_path_value(kind, str(config.absolute())),
-                      environment=_environment(kind, proxy_environment(kind)))
+        values.update(
+            python=_path_value(kind, str(Path(sys.executable).absolute())),
+            repo=_path_value(kind, str(ROOT)),
+            config=_path_value(kind, str(config.absolute())),
+            environment=_environment(kind, proxy_environment(kind)),
+        )
     elif name == "ollama":
-        values.update(ollama=_path_value(kind, find_program("ollama", "install it from https://ollama.com "
-                                                           "(brew install ollama), or leave ollama out")),
-                      environment=_environment(kind, OLLAMA_ENV))
+        values.update(
+            ollama=_path_value(
+                kind,
+                find_program("ollama", "install it from https://ollama.com (brew install ollama), or leave ollama out"),
+            ),
+            environment=_environment(kind, OLLAMA_ENV),
+        )
     elif name == "redis":
-        values["redis_server"] = _path_value(kind, find_program(
-            "redis-server", "install it (brew install redis / apt-get install redis-server), or leave redis out"))
+        values["redis_server"] = _path_value(
+            kind,
+            find_program(
+                "redis-server", "install it (brew install redis / apt-get install redis-server), or leave redis out"
+            ),
+        )
     else:
         raise ServiceError(f"unknown service '{name}': choose from {', '.join(SERVICES)} or all")
     text = Template(manager.template(name).read_text()).substitute(values)
@@ -231,8 +259,10 @@ def preview(manager: Manager, services: list[Rendered]) -> str:
         elif old is None:
             lines += [f"will write {svc.path}:", *("  " + line for line in svc.text.splitlines())]
         else:
-            lines += [f"will replace {svc.path}:", *difflib.unified_diff(
-                old.splitlines(), svc.text.splitlines(), "installed", "new", lineterm="")]
+            lines += [
+                f"will replace {svc.path}:",
+                *difflib.unified_diff(old.splitlines(), svc.text.splitlines(), "installed", "new", lineterm=""),
+            ]
         lines.append(f"  logs: {svc.log}")
         lines += [f"  then: {' '.join(cmd)}" for cmd in manager.load_commands(svc)]
     return "\n".join(lines)
@@ -260,8 +290,11 @@ def install(manager: Manager, services: list[Rendered], log: Callable[[str], Non
             log(f"installed {svc.name}: {svc.path}")
     except (ServiceError, OSError) as exc:
         _undo(manager, steps)
-        reason = exc if isinstance(exc, ServiceError) else f"could not write {getattr(exc, 'filename', '')}: " \
-                                                           f"{exc.strerror or exc}"
+        reason = (
+            exc
+            if isinstance(exc, ServiceError)
+            else f"could not write {getattr(exc, 'filename', '')}: {exc.strerror or exc}"
+        )
         raise ServiceError(f"{reason}; nothing was left installed by this run") from None
 
 

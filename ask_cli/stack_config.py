@@ -97,8 +97,9 @@ def check_plugins(config: dict[str, Any], path: Path) -> None:
             except ModuleNotFoundError:
                 found = False
             if not found:
-                raise ConfigError(f"{path}: callback '{ref}' not found (no module {module}): "
-                                  "fix litellm_settings.callbacks")
+                raise ConfigError(
+                    f"{path}: callback '{ref}' not found (no module {module}): fix litellm_settings.callbacks"
+                )
             source = file.read_text(encoding="utf-8") if file.exists() else ""
             if file.exists() and f"{attr} =" not in source and f"def {attr}" not in source:
                 raise ConfigError(f"{path}: callback '{ref}': {file.name} defines no '{attr}'")
@@ -144,8 +145,10 @@ def write_private(config: dict[str, Any], path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write("# Derived by `ask serve` from " + CONFIG_NAME + " (includes, cloud lanes, Redis merged). Edit "
-                 "that file instead.\n")
+        fh.write(
+            "# Derived by `ask serve` from " + CONFIG_NAME + " (includes, cloud lanes, Redis merged). Edit "
+            "that file instead.\n"
+        )
         yaml.safe_dump(config, fh, sort_keys=False)
     return path
 
@@ -205,8 +208,11 @@ def without_keyless(config: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     router = dict(config.get("router_settings") or {})
     for key in CHAIN_KEYS:
         if key in router:
-            router[key] = [{tier: [t for t in targets if t in tiers]} for tier, targets in _chains(router[key]).items()
-                           if tier in tiers]
+            router[key] = [
+                {tier: [t for t in targets if t in tiers]}
+                for tier, targets in _chains(router[key]).items()
+                if tier in tiers
+            ]
     return {**config, "model_list": kept, "router_settings": router}, dropped
 
 
@@ -228,8 +234,10 @@ def routing_problems(config: dict[str, Any]) -> list[str]:
     tier (`reasoning`) falling back to a local one. `ask serve` refuses to start on any of them."""
     lane = lanes(config)
     problems = []
-    sections = [("router_settings", config.get("router_settings") or {}),
-                ("litellm_settings", config.get("litellm_settings") or {})]
+    sections = [
+        ("router_settings", config.get("router_settings") or {}),
+        ("litellm_settings", config.get("litellm_settings") or {}),
+    ]
     for section, settings in sections:
         for key in CHAIN_KEYS:
             value = settings.get(key)
@@ -238,12 +246,18 @@ def routing_problems(config: dict[str, Any]) -> list[str]:
             for tier, targets in _chains(value).items():
                 for target in targets:
                     if lane.get(target) == PREMIUM:
-                        problems.append(f"{section}.{key}: '{tier}' falls back to the premium tier '{target}'; "
-                                        "premium is reached only by name: remove it from the chain")
+                        problems.append(
+                            f"{section}.{key}: '{tier}' falls back to the premium tier '{target}'; "
+                            "premium is reached only by name: remove it from the chain"
+                        )
                 if lane.get(tier) == PREMIUM and targets:
-                    problems.append(f"{section}.{key}: the premium tier '{tier}' has a fallback; it must fail "
-                                    "rather than answer from another tier: remove the chain")
+                    problems.append(
+                        f"{section}.{key}: the premium tier '{tier}' has a fallback; it must fail "
+                        "rather than answer from another tier: remove the chain"
+                    )
                 if tier == "reasoning" and any(lane.get(t, "local") == "local" for t in targets):
-                    problems.append(f"{section}.{key}: 'reasoning' falls back to a local tier; a shallow answer is "
-                                    "worse than an error: keep its chain in the cloud")
+                    problems.append(
+                        f"{section}.{key}: 'reasoning' falls back to a local tier; a shallow answer is "
+                        "worse than an error: keep its chain in the cloud"
+                    )
     return problems

@@ -23,8 +23,22 @@ if TYPE_CHECKING:
     from typing import Any
 
 # The seed's line, in its order, then the optional fields (always written, null when unknown, so jq sees one shape).
-FIELDS = ("ts", "model", "served_by", "prompt_hash", "prompt_chars", "response_chars", "latency_s", "cache_hit",
-          "demoted", "exit_code", "tokens", "ttft_s", "error", "lane")
+FIELDS = (
+    "ts",
+    "model",
+    "served_by",
+    "prompt_hash",
+    "prompt_chars",
+    "response_chars",
+    "latency_s",
+    "cache_hit",
+    "demoted",
+    "exit_code",
+    "tokens",
+    "ttft_s",
+    "error",
+    "lane",
+)
 LANES = ("local", "free-cloud", "premium")  # X-Served-Lane: where the answer was made (and what it cost)
 ERROR_MAX = 200  # chars: the kind of failure, not a transcript (an error may quote the request)
 NAME_MAX = 100  # chars for model names: keeps every line far below PIPE_BUF, so one write() stays whole
@@ -58,9 +72,22 @@ def _seconds(value: float | None, digits: int) -> float | None:
     return round(value, digits) if value == value and value not in (float("inf"), float("-inf")) else None
 
 
-def entry(*, model: str, served_by: str | None, prompt: str, response: str, latency_s: float, cache_hit: bool,
-          demoted: bool, exit_code: int, tokens: int | None = None, ttft_s: float | None = None,
-          error: str | None = None, now: float | None = None, lane: str | None = None) -> dict[str, Any]:
+def entry(
+    *,
+    model: str,
+    served_by: str | None,
+    prompt: str,
+    response: str,
+    latency_s: float,
+    cache_hit: bool,
+    demoted: bool,
+    exit_code: int,
+    tokens: int | None = None,
+    ttft_s: float | None = None,
+    error: str | None = None,
+    now: float | None = None,
+    lane: str | None = None,
+) -> dict[str, Any]:
     """The log line for one call, typed as the seed's example. `served_by` is "" when no tier answered; `lane`
     is the served tier's lane (None for a cache hit or an error: nothing was made)."""
     return {
@@ -81,14 +108,42 @@ def entry(*, model: str, served_by: str | None, prompt: str, response: str, late
     }
 
 
-def record(*, model: str, served_by: str | None, prompt: str, response: str, latency_s: float, cache_hit: bool,
-           demoted: bool, exit_code: int, tokens: int | None = None, ttft_s: float | None = None,
-           error: str | None = None, now: float | None = None, path: Path | None = None,
-           lane: str | None = None) -> bool:
+def record(
+    *,
+    model: str,
+    served_by: str | None,
+    prompt: str,
+    response: str,
+    latency_s: float,
+    cache_hit: bool,
+    demoted: bool,
+    exit_code: int,
+    tokens: int | None = None,
+    ttft_s: float | None = None,
+    error: str | None = None,
+    now: float | None = None,
+    path: Path | None = None,
+    lane: str | None = None,
+) -> bool:
     """Log one call (see `entry`); False, with `last_error` set, if the line could not be written."""
-    return append(entry(model=model, served_by=served_by, prompt=prompt, response=response, latency_s=latency_s,
-                        cache_hit=cache_hit, demoted=demoted, exit_code=exit_code, tokens=tokens, ttft_s=ttft_s,
-                        error=error, now=now, lane=lane), path)
+    return append(
+        entry(
+            model=model,
+            served_by=served_by,
+            prompt=prompt,
+            response=response,
+            latency_s=latency_s,
+            cache_hit=cache_hit,
+            demoted=demoted,
+            exit_code=exit_code,
+            tokens=tokens,
+            ttft_s=ttft_s,
+            error=error,
+            now=now,
+            lane=lane,
+        ),
+        path,
+    )
 
 
 def append(line: dict[str, Any], path: Path | None = None) -> bool:
@@ -271,9 +326,20 @@ def format_table(summary: dict[str, Any]) -> str:
     rows = []
     for name, s in [*summary["models"].items(), ("total", summary["total"])]:
         served = ", ".join(f"{tier} {n}" for tier, n in s["served_by"].items())
-        rows.append((name, str(s["calls"]), _pct(s["cache_hit_rate"]), _pct(s["demotion_rate"]),
-                     _pct(s["error_rate"]), _secs(s["p50_s"]), _secs(s["p95_s"]), _secs(s["miss_p50_s"]),
-                     _secs(s["miss_p95_s"]), served))
+        rows.append(
+            (
+                name,
+                str(s["calls"]),
+                _pct(s["cache_hit_rate"]),
+                _pct(s["demotion_rate"]),
+                _pct(s["error_rate"]),
+                _secs(s["p50_s"]),
+                _secs(s["p95_s"]),
+                _secs(s["miss_p50_s"]),
+                _secs(s["miss_p95_s"]),
+                served,
+            )
+        )
     widths = [max(len(r[i]) for r in (header, *rows)) for i in range(len(header))]
     left = {0, len(header) - 1}  # names left-aligned, numbers right-aligned
 
@@ -282,7 +348,10 @@ def format_table(summary: dict[str, Any]) -> str:
         return "  ".join(padded).rstrip()
 
     rule = "  ".join("-" * w for w in widths)
-    lanes = ", ".join(f"{lane} {u['calls']}" + (f" ({u['tokens']} tokens)" if u["tokens"] else "")
-                      for lane, u in summary.get("lanes", {}).items())
-    return "\n".join([line(header), rule, *(line(r) for r in rows[:-1]), rule, line(rows[-1]), "",
-                      f"answers by lane: {lanes}"])
+    lanes = ", ".join(
+        f"{lane} {u['calls']}" + (f" ({u['tokens']} tokens)" if u["tokens"] else "")
+        for lane, u in summary.get("lanes", {}).items()
+    )
+    return "\n".join(
+        [line(header), rule, *(line(r) for r in rows[:-1]), rule, line(rows[-1]), "", f"answers by lane: {lanes}"]
+    )

@@ -40,8 +40,18 @@ def llm_command() -> list[str]:
     if not exe.exists():
         print(f"installing llm=={LLM_VERSION} into {LLM_VENV} (first run only) ...", file=sys.stderr)
         subprocess.run([sys.executable, "-m", "venv", str(LLM_VENV)], check=True)
-        subprocess.run([str(LLM_VENV / "bin" / "python"), "-m", "pip", "install", "-q",
-                        "--disable-pip-version-check", f"llm=={LLM_VERSION}"], check=True)
+        subprocess.run(
+            [
+                str(LLM_VENV / "bin" / "python"),
+                "-m",
+                "pip",
+                "install",
+                "-q",
+                "--disable-pip-version-check",
+                f"llm=={LLM_VERSION}",
+            ],
+            check=True,
+        )
     return [str(exe), "--version"]
 
 
@@ -51,8 +61,9 @@ def fill_cache(rows: int) -> None:
 
     with cache.PromptCache() as store:
         for i in range(rows):
-            store.put(cache.cache_key("fast-9b", None, f"headline {i}", None, None), f"answer {i}", "fast-9b",
-                      "fast-9b")
+            store.put(
+                cache.cache_key("fast-9b", None, f"headline {i}", None, None), f"answer {i}", "fast-9b", "fast-9b"
+            )
         store.put(cache.cache_key("fast-9b", None, PROMPT, None, None), "markets", "fast-9b", "fast-9b")
 
 
@@ -81,8 +92,10 @@ def time_commands(commands: dict[str, tuple[list[str], dict[str, str]]], runs: i
             times[name].append((time.perf_counter() - started) * 1000)
             if name.startswith("ask"):
                 assert out.stdout.decode().strip() == "markets", out
-    return {name: {"median_ms": statistics.median(t), "min_ms": min(t), "p95_ms": sorted(t)[int(0.95 * len(t)) - 1]}
-            for name, t in times.items()}
+    return {
+        name: {"median_ms": statistics.median(t), "min_ms": min(t), "p95_ms": sorted(t)[int(0.95 * len(t)) - 1]}
+        for name, t in times.items()
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -113,11 +126,19 @@ def main(argv: list[str] | None = None) -> int:
     results = {
         "command": " ".join(["bench/cache_hit.py", *(argv if argv is not None else sys.argv[1:])]),
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "environment": {"platform": platform.platform(), "cpu_count": os.cpu_count(),
-                        "loadavg_start": load_start, "loadavg_end": os.getloadavg()[0],
-                        "PYTHONDONTWRITEBYTECODE": os.environ.get("PYTHONDONTWRITEBYTECODE", "")},
-        "rows": args.rows, "runs": args.runs, "lookup": lookup, "processes": procs,
-        "ask_over_llm": ask_ms / llm_ms, "ask_over_python": ask_ms / procs["python -c pass"]["median_ms"],
+        "environment": {
+            "platform": platform.platform(),
+            "cpu_count": os.cpu_count(),
+            "loadavg_start": load_start,
+            "loadavg_end": os.getloadavg()[0],
+            "PYTHONDONTWRITEBYTECODE": os.environ.get("PYTHONDONTWRITEBYTECODE", ""),
+        },
+        "rows": args.rows,
+        "runs": args.runs,
+        "lookup": lookup,
+        "processes": procs,
+        "ask_over_llm": ask_ms / llm_ms,
+        "ask_over_python": ask_ms / procs["python -c pass"]["median_ms"],
         "goal_met": ask_ms < GOAL_FRACTION * llm_ms,
     }
     OUT.parent.mkdir(parents=True, exist_ok=True)

@@ -48,16 +48,27 @@ def one_round(proxy: Proxy, fake: FakeOllama, i: int) -> dict[str, float]:
     chairman_s = (chairman.ts_end or 0) - chairman.ts_start
     overlap = min(r.ts_end or 0 for r in members) - max(r.ts_start for r in members)
     reference = max(member_s) + chairman_s
-    return {"wall_s": round(wall, 4), "slowest_member_s": round(max(member_s), 4),
-            "chairman_s": round(chairman_s, 4), "members_overlap_s": round(overlap, 4),
-            "reference_s": round(reference, 4), "ratio": round(wall / reference, 4)}
+    return {
+        "wall_s": round(wall, 4),
+        "slowest_member_s": round(max(member_s), 4),
+        "chairman_s": round(chairman_s, 4),
+        "members_overlap_s": round(overlap, 4),
+        "reference_s": round(reference, 4),
+        "ratio": round(wall / reference, 4),
+    }
 
 
 def run(rounds: int, delay: float) -> dict:
-    with FakeOllama() as fake, tempfile.TemporaryDirectory() as tmp, running_proxy(
-        Path(tmp), OLLAMA_API_BASE=fake.url, TINY_API_BASE=closed_port_url("/v1"),
-        LLAMA_SWAP_API_BASE=closed_port_url("/v1"),
-    ) as proxy:
+    with (
+        FakeOllama() as fake,
+        tempfile.TemporaryDirectory() as tmp,
+        running_proxy(
+            Path(tmp),
+            OLLAMA_API_BASE=fake.url,
+            TINY_API_BASE=closed_port_url("/v1"),
+            LLAMA_SWAP_API_BASE=closed_port_url("/v1"),
+        ) as proxy,
+    ):
         one_round(proxy, fake, -1)  # warm-up: first-request costs in the proxy are not the council's
         fake.set_fault(TAG, "slow", delay_s=delay)
         results = [one_round(proxy, fake, i) for i in range(rounds)]
@@ -82,15 +93,17 @@ def run(rounds: int, delay: float) -> dict:
 
 def block(result: dict) -> str:
     verdict = "meets" if result["ok"] else "MISSES"
-    return "\n".join([
-        f"Run {result['date']} with `{result['command']}`, litellm {result['litellm']}, {result['cpus']} CPUs, "
-        f"every 9B request delayed {result['delay_s']:g} s, {len(result['rounds'])} rounds:",
-        "",
-        "| median wall | median slowest member + chairman | median ratio | goal |",
-        "|---|---|---|---|",
-        f"| {result['median_wall_s']:.3f} s | {result['median_reference_s']:.3f} s | {result['median_ratio']:.3f} | "
-        f"≤ {result['goal_ratio']} ({verdict}) |",
-    ])
+    return "\n".join(
+        [
+            f"Run {result['date']} with `{result['command']}`, litellm {result['litellm']}, {result['cpus']} CPUs, "
+            f"every 9B request delayed {result['delay_s']:g} s, {len(result['rounds'])} rounds:",
+            "",
+            "| median wall | median slowest member + chairman | median ratio | goal |",
+            "|---|---|---|---|",
+            f"| {result['median_wall_s']:.3f} s | {result['median_reference_s']:.3f} s | {result['median_ratio']:.3f} | "
+            f"≤ {result['goal_ratio']} ({verdict}) |",
+        ]
+    )
 
 
 def main() -> int:

@@ -56,12 +56,15 @@ class ContextWindow(CustomLogger):
             import litellm
 
             tier = (kwargs.get("metadata") or {}).get("model_group") or model
-            provenance.note_refusal(kwargs.get("litellm_call_id"), tier,
-                                    f"{provenance.ESCALATED} ({needed} > {room} tokens), escalated")
+            provenance.note_refusal(
+                kwargs.get("litellm_call_id"), tier, f"{provenance.ESCALATED} ({needed} > {room} tokens), escalated"
+            )
             raise litellm.ContextWindowExceededError(
                 message=f"{tier}: the prompt needs ~{needed} tokens, num_ctx is {num_ctx}"
-                        + (f" with {num_ctx - room} kept for the answer" if room != num_ctx else ""),
-                model=model, llm_provider="ollama")
+                + (f" with {num_ctx - room} kept for the answer" if room != num_ctx else ""),
+                model=model,
+                llm_provider="ollama",
+            )
         return kwargs
 
 

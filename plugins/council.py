@@ -93,8 +93,10 @@ class Settings:
             members=tuple(str(m) for m in members),
             member_temperature=float(optional_params.get("member_temperature", DEFAULT_MEMBER_TEMPERATURE)),
             chairman=str(optional_params.get("chairman") or DEFAULT_CHAIRMAN),
-            deadline_s=min(float(optional_params.get("deadline_s") or DEFAULT_DEADLINE_S),
-                           float(timeout) if isinstance(timeout, (int, float)) and timeout > 0 else float("inf")),
+            deadline_s=min(
+                float(optional_params.get("deadline_s") or DEFAULT_DEADLINE_S),
+                float(timeout) if isinstance(timeout, (int, float)) and timeout > 0 else float("inf"),
+            ),
         )
 
 
@@ -154,8 +156,13 @@ async def stage1_collect_responses(
 
     async def ask(answer: MemberAnswer) -> None:
         try:
-            response = await router.acompletion(model=answer.requested, messages=messages,
-                                                temperature=settings.member_temperature, cache=NO_CACHE, **extra)
+            response = await router.acompletion(
+                model=answer.requested,
+                messages=messages,
+                temperature=settings.member_temperature,
+                cache=NO_CACHE,
+                **extra,
+            )
         except Exception as exc:  # one member's failure is the council's information, not its end
             from plugins.demotion import short_reason
 
@@ -180,13 +187,20 @@ async def stage3_synthesize_final(
 ) -> Any:
     """The chairman's answer: a ModelResponse, or a stream of chunks when `stream`."""
     try:
-        return await _router().acompletion(model=settings.chairman, messages=chairman_messages(question, answers),
-                                           cache=NO_CACHE, stream=stream, **extra)
+        return await _router().acompletion(
+            model=settings.chairman,
+            messages=chairman_messages(question, answers),
+            cache=NO_CACHE,
+            stream=stream,
+            **extra,
+        )
     except Exception as exc:
         from plugins.demotion import short_reason
 
-        raise CustomLLMError(status_code=getattr(exc, "status_code", None) or 503,
-                             message=f"council: the chairman {settings.chairman} failed ({short_reason(exc)})") from exc
+        raise CustomLLMError(
+            status_code=getattr(exc, "status_code", None) or 503,
+            message=f"council: the chairman {settings.chairman} failed ({short_reason(exc)})",
+        ) from exc
 
 
 def _members_failed(answers: list[MemberAnswer]) -> CustomLLMError:
@@ -195,14 +209,20 @@ def _members_failed(answers: list[MemberAnswer]) -> CustomLLMError:
 
 
 def _member_fields(answers: list[MemberAnswer]) -> dict[str, Any]:
-    return {"council": {"members": [
-        {"label": a.label, "requested": a.requested, "served_by": a.served, "answer": a.text, "error": a.error}
-        for a in answers]}}
+    return {
+        "council": {
+            "members": [
+                {"label": a.label, "requested": a.requested, "served_by": a.served, "answer": a.text, "error": a.error}
+                for a in answers
+            ]
+        }
+    }
 
 
 def _deadline_error(settings: Settings, stage: str) -> CustomLLMError:
-    return CustomLLMError(status_code=504,
-                          message=f"council: deadline of {settings.deadline_s:g} s passed while {stage}")
+    return CustomLLMError(
+        status_code=504, message=f"council: deadline of {settings.deadline_s:g} s passed while {stage}"
+    )
 
 
 def _extra(optional_params: dict[str, Any], litellm_params: dict[str, Any] | None) -> dict[str, Any]:
@@ -237,10 +257,23 @@ class Council(CustomLLM):
             raise _members_failed(answers)
         return answers
 
-    async def acompletion(self, model: str, messages: list, api_base: str, custom_prompt_dict: dict,
-                          model_response: Any, print_verbose: Any, encoding: Any, api_key: Any, logging_obj: Any,
-                          optional_params: dict, *args: Any, litellm_params: Any = None, timeout: Any = None,
-                          **kwargs: Any) -> Any:
+    async def acompletion(
+        self,
+        model: str,
+        messages: list,
+        api_base: str,
+        custom_prompt_dict: dict,
+        model_response: Any,
+        print_verbose: Any,
+        encoding: Any,
+        api_key: Any,
+        logging_obj: Any,
+        optional_params: dict,
+        *args: Any,
+        litellm_params: Any = None,
+        timeout: Any = None,
+        **kwargs: Any,
+    ) -> Any:
         settings, extra, deadline = _prepare(optional_params, litellm_params, timeout)
         answers = await self._members(messages, settings, extra, deadline)
         try:
@@ -248,8 +281,12 @@ class Council(CustomLLM):
                 final = await stage3_synthesize_final(question_of(messages), answers, settings, extra, stream=False)
         except TimeoutError:
             raise _deadline_error(settings, "the chairman answered") from None
-        _report(getattr(logging_obj, "litellm_call_id", None), answers, settings,
-                provenance.served_tier(final) or settings.chairman)
+        _report(
+            getattr(logging_obj, "litellm_call_id", None),
+            answers,
+            settings,
+            provenance.served_tier(final) or settings.chairman,
+        )
         message = model_response.choices[0].message
         message.content = _text(final.choices[0].message.content)
         message.provider_specific_fields = _member_fields(answers)
@@ -260,10 +297,23 @@ class Council(CustomLLM):
         model_response.usage = _usage(getattr(final, "usage", None))
         return model_response
 
-    async def astreaming(self, model: str, messages: list, api_base: str, custom_prompt_dict: dict,
-                         model_response: Any, print_verbose: Any, encoding: Any, api_key: Any, logging_obj: Any,
-                         optional_params: dict, *args: Any, litellm_params: Any = None, timeout: Any = None,
-                         **kwargs: Any) -> AsyncIterator[Any]:
+    async def astreaming(
+        self,
+        model: str,
+        messages: list,
+        api_base: str,
+        custom_prompt_dict: dict,
+        model_response: Any,
+        print_verbose: Any,
+        encoding: Any,
+        api_key: Any,
+        logging_obj: Any,
+        optional_params: dict,
+        *args: Any,
+        litellm_params: Any = None,
+        timeout: Any = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[Any]:
         settings, extra, deadline = _prepare(optional_params, litellm_params, timeout)
         answers = await self._members(messages, settings, extra, deadline)  # nothing is sent meanwhile
         try:
@@ -282,19 +332,29 @@ class Council(CustomLLM):
             except TimeoutError:
                 raise _deadline_error(settings, "the chairman answered") from None
             if first:
-                _report(getattr(logging_obj, "litellm_call_id", None), answers, settings,
-                        provenance.served_tier(stream) or settings.chairman)
+                _report(
+                    getattr(logging_obj, "litellm_call_id", None),
+                    answers,
+                    settings,
+                    provenance.served_tier(stream) or settings.chairman,
+                )
             usage = getattr(chunk, "usage", None) or usage
             choices = getattr(chunk, "choices", None) or []
             text = (getattr(choices[0].delta, "content", None) or "") if choices else ""
             if not text and not first:
                 continue
-            yield {"text": text, "is_finished": False, "finish_reason": None, "index": 0, "tool_use": None,
-                   "usage": None, "provider_specific_fields": _member_fields(answers) if first else None}
+            yield {
+                "text": text,
+                "is_finished": False,
+                "finish_reason": None,
+                "index": 0,
+                "tool_use": None,
+                "usage": None,
+                "provider_specific_fields": _member_fields(answers) if first else None,
+            }
             first = False
         done = _usage(usage) if usage else None
-        yield {"text": "", "is_finished": True, "finish_reason": "stop", "index": 0, "tool_use": None,
-               "usage": done}
+        yield {"text": "", "is_finished": True, "finish_reason": "stop", "index": 0, "tool_use": None, "usage": done}
 
 
 handler = Council()

@@ -50,8 +50,17 @@ def short_reason(exc: BaseException) -> str:
     name = type(exc).__name__
     text = str(exc)
     low = text.lower()
-    if any(s in low for s in ("connection refused", "connecterror", "all connection attempts failed",
-                              "cannot connect to host", "connect call failed", "connection error")):
+    if any(
+        s in low
+        for s in (
+            "connection refused",
+            "connecterror",
+            "all connection attempts failed",
+            "cannot connect to host",
+            "connect call failed",
+            "connection error",
+        )
+    ):
         return "connection refused"
     if "timeout" in name.lower() or "timed out" in low or "timeout" in low:
         return "timeout"
@@ -136,9 +145,7 @@ class DemotionLog(CustomLogger):
     def __init__(self) -> None:
         super().__init__()
         self._hops: OrderedDict[str, list[dict[str, str]]] = OrderedDict()
-        self.webhook = Webhook(
-            os.environ.get(WEBHOOK_ENV) or None, float(os.environ.get(WEBHOOK_INTERVAL_ENV, "300"))
-        )
+        self.webhook = Webhook(os.environ.get(WEBHOOK_ENV) or None, float(os.environ.get(WEBHOOK_INTERVAL_ENV, "300")))
 
     # -- collecting attempts ---------------------------------------------------------------------------
     async def async_pre_call_deployment_hook(self, kwargs: dict[str, Any], call_type: Any) -> None:
@@ -227,16 +234,26 @@ class DemotionLog(CustomLogger):
             return None
         hops = await _with_skipped(requested, None, hops, attempted, bool(request_data.get("stream")))
         self._write(
-            call_id=call_id, requested=requested, served=None, hops=hops,
-            stream=bool(request_data.get("stream")), latency_s=_since_received(request_data.get("metadata") or {}),
+            call_id=call_id,
+            requested=requested,
+            served=None,
+            hops=hops,
+            stream=bool(request_data.get("stream")),
+            latency_s=_since_received(request_data.get("metadata") or {}),
         )
         tried = "; ".join(f"{h['tier']}: {h['reason']}" for h in hops)
         return _http_error(original_exception, council or f"every tier in the chain for '{requested}' failed ({tried})")
 
     # -- writing --------------------------------------------------------------------------------------
     def _write(
-        self, *, call_id: str, requested: str, served: str | None, hops: list[dict[str, str]],
-        stream: bool, latency_s: float | None,
+        self,
+        *,
+        call_id: str,
+        requested: str,
+        served: str | None,
+        hops: list[dict[str, str]],
+        stream: bool,
+        latency_s: float | None,
     ) -> None:
         record = {
             "ts": round(time.time(), 3),
@@ -292,12 +309,19 @@ async def _with_skipped(
         if tier in tried:
             out.extend(h for h in hops if h["tier"] == tier)
         elif tier in attempted:  # LiteLLM reports no per-attempt failure for a stream that broke mid-way
-            out.append({"tier": tier, "reason": "failed after the response started (mid-stream)" if stream
-                        else "failed (LiteLLM reported no reason)"})
+            out.append(
+                {
+                    "tier": tier,
+                    "reason": "failed after the response started (mid-stream)"
+                    if stream
+                    else "failed (LiteLLM reported no reason)",
+                }
+            )
         else:
             cooling = await provenance.cooling_down(tier)
-            out.append({"tier": tier, "reason": "skipped, cooling down after recent failures" if cooling
-                        else "skipped"})
+            out.append(
+                {"tier": tier, "reason": "skipped, cooling down after recent failures" if cooling else "skipped"}
+            )
     listed = {h["tier"] for h in out}
     out.extend(h for h in hops if h["tier"] not in listed)  # attempts outside the configured chain
     return out

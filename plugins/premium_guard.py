@@ -34,8 +34,11 @@ def _premium_tiers() -> set[str]:
     from litellm.proxy import proxy_server
 
     router = getattr(proxy_server, "llm_router", None)
-    return {d["model_name"] for d in (getattr(router, "model_list", None) or [])
-            if (d.get("model_info") or {}).get("lane") == PREMIUM}
+    return {
+        d["model_name"]
+        for d in (getattr(router, "model_list", None) or [])
+        if (d.get("model_info") or {}).get("lane") == PREMIUM
+    }
 
 
 def _named(value: Any) -> set[str]:
@@ -60,13 +63,17 @@ class PremiumGuard(CustomLogger):
             return data
         premium = _premium_tiers()
         if data.get("model") in premium:
-            raise bad_request(f"'{data['model']}' is the premium lane: it has no fallback; remove "
-                               f"{', '.join(chains)} from the request")
+            raise bad_request(
+                f"'{data['model']}' is the premium lane: it has no fallback; remove "
+                f"{', '.join(chains)} from the request"
+            )
         for key, value in chains.items():
             named = sorted(_named(value) & premium)
             if named:
-                raise bad_request(f"{key} names the premium lane '{named[0]}': premium is reached only by "
-                                   f"asking for it as the model; remove it from {key}")
+                raise bad_request(
+                    f"{key} names the premium lane '{named[0]}': premium is reached only by "
+                    f"asking for it as the model; remove it from {key}"
+                )
         return data
 
     async def async_pre_call_deployment_hook(self, kwargs: dict[str, Any], call_type: Any) -> dict[str, Any]:
@@ -77,8 +84,9 @@ class PremiumGuard(CustomLogger):
         tier = (kwargs.get("metadata") or {}).get("model_group")
         if asked is not None and asked != tier:
             provenance.note_refusal(kwargs.get("litellm_call_id"), str(tier), "refused: premium only when named")
-            raise PremiumRefused(f"{tier}: refused, premium is reached only when a request names it "
-                                 f"(this one asked for {asked})")
+            raise PremiumRefused(
+                f"{tier}: refused, premium is reached only when a request names it (this one asked for {asked})"
+            )
         return kwargs
 
 

@@ -31,16 +31,20 @@ class RequestGuard(CustomLogger):
         if isinstance(model, str) and tiers and model not in tiers:
             raise bad_request(f"unknown model '{model}': this stack serves {', '.join(tiers)}")
         if "messages" in data and not _valid_messages(data["messages"]):
-            raise bad_request("messages must be a non-empty list of objects with a role, e.g. "
-                               '[{"role": "user", "content": "hi"}]')
+            raise bad_request(
+                'messages must be a non-empty list of objects with a role, e.g. [{"role": "user", "content": "hi"}]'
+            )
         if model == COUNCIL:
             data["cache"] = {"no-cache": True, "no-store": True}
         return data
 
 
 def _valid_messages(messages: Any) -> bool:
-    return (isinstance(messages, list) and bool(messages)
-            and all(isinstance(m, dict) and isinstance(m.get("role"), str) for m in messages))
+    return (
+        isinstance(messages, list)
+        and bool(messages)
+        and all(isinstance(m, dict) and isinstance(m.get("role"), str) for m in messages)
+    )
 
 
 def bad_request(message: str) -> Exception:

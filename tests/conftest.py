@@ -42,8 +42,9 @@ def tiny_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The real embedded llama.cpp model (SmolLM2-135M) in its own process."""
     port = free_port()
     log = (tmp_path_factory.mktemp("tiny") / "tiny.log").open("wb")
-    proc = subprocess.Popen([sys.executable, "-m", "ask_cli.embedded", "--port", str(port)],
-                            stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ask_cli.embedded", "--port", str(port)], stdout=log, stderr=subprocess.STDOUT
+    )
     try:
         if not wait_ready(f"http://127.0.0.1:{port}", 60):
             raise RuntimeError("the embedded model did not start")
@@ -66,8 +67,9 @@ def proxy(
 ) -> Iterator[Proxy]:
     """The real proxy with the project's config: Ollama and llama-swap → fakes, tiny → the real model."""
     tmp = tmp_path_factory.mktemp("proxy")
-    with running_proxy(tmp, OLLAMA_API_BASE=fake_ollama.url, TINY_API_BASE=tiny_url,
-                       LLAMA_SWAP_API_BASE=fake_llama_swap.url) as running:
+    with running_proxy(
+        tmp, OLLAMA_API_BASE=fake_ollama.url, TINY_API_BASE=tiny_url, LLAMA_SWAP_API_BASE=fake_llama_swap.url
+    ) as running:
         yield running
 
 

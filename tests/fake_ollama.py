@@ -91,9 +91,7 @@ class ModelSpec:
 
 
 MODEL_SPECS: dict[str, ModelSpec] = {
-    "qwen3.5:9b": ModelSpec(
-        "qwen35", "9.0B", 6_594_474_711, 262_144, ("completion", "vision", "tools", "thinking")
-    ),
+    "qwen3.5:9b": ModelSpec("qwen35", "9.0B", 6_594_474_711, 262_144, ("completion", "vision", "tools", "thinking")),
     "llama3.2:3b": ModelSpec("llama", "3.2B", 2_019_393_189, 131_072, ("completion", "tools")),
     "gemma3:1b": ModelSpec("gemma3", "999.89M", 815_319_791, 32_768),
     "qwen3-coder:30b": ModelSpec("qwen3moe", "30.5B", 18_556_700_761, 262_144, ("completion", "tools")),
@@ -701,9 +699,7 @@ class _Handler(BaseHTTPRequestHandler):
         if body is not None:
             model = body.get("model") or body.get("name")
             model = model if isinstance(model, str) else None
-        rec = self._rec = Recorded(
-            time.time(), None, self.command, path, model, body, dict(self.headers.items())
-        )
+        rec = self._rec = Recorded(time.time(), None, self.command, path, model, body, dict(self.headers.items()))
         self.server.fake._record(rec)
         try:
             self._route(path, body, body_error, rec)

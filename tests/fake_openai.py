@@ -93,9 +93,17 @@ class _Handler(BaseHTTPRequestHandler):
             return
         base = {"id": "chatcmpl-fake", "created": int(time.time()), "model": body.get("model", fake.name)}
         if not body.get("stream"):
-            self._json(200, {**base, "object": "chat.completion", "choices": [
-                {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
-                "usage": {"prompt_tokens": 5, "completion_tokens": 4, "total_tokens": 9}})
+            self._json(
+                200,
+                {
+                    **base,
+                    "object": "chat.completion",
+                    "choices": [
+                        {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
+                    ],
+                    "usage": {"prompt_tokens": 5, "completion_tokens": 4, "total_tokens": 9},
+                },
+            )
             return
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
@@ -104,17 +112,27 @@ class _Handler(BaseHTTPRequestHandler):
         deltas = [{"role": "assistant", "content": w + " "} for w in text.split()] + [{}]
         for i, delta in enumerate(deltas):
             finish = "stop" if i == len(deltas) - 1 else None
-            chunk = {**base, "object": "chat.completion.chunk",
-                     "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+            chunk = {
+                **base,
+                "object": "chat.completion.chunk",
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+            }
             self._chunk(f"data: {json.dumps(chunk)}\n\n".encode())
         self._chunk(b"data: [DONE]\n\n")
         self.wfile.write(b"0\r\n\r\n")
 
     def _anthropic(self, body: dict[str, Any], text: str) -> None:
         """Anthropic's Messages API: one message, or its SSE events (message_start ... message_stop)."""
-        message = {"id": "msg_fake", "type": "message", "role": "assistant", "model": body.get("model"),
-                   "stop_reason": None, "stop_sequence": None, "content": [],
-                   "usage": {"input_tokens": 5, "output_tokens": 4}}
+        message = {
+            "id": "msg_fake",
+            "type": "message",
+            "role": "assistant",
+            "model": body.get("model"),
+            "stop_reason": None,
+            "stop_sequence": None,
+            "content": [],
+            "usage": {"input_tokens": 5, "output_tokens": 4},
+        }
         if not body.get("stream"):
             self._json(200, {**message, "content": [{"type": "text", "text": text}], "stop_reason": "end_turn"})
             return
@@ -125,11 +143,16 @@ class _Handler(BaseHTTPRequestHandler):
         events: list[dict[str, Any]] = [
             {"type": "message_start", "message": {**message, "usage": {"input_tokens": 5, "output_tokens": 1}}},
             {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
-            *({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": w + " "}}
-              for w in text.split()),
+            *(
+                {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": w + " "}}
+                for w in text.split()
+            ),
             {"type": "content_block_stop", "index": 0},
-            {"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": None},
-             "usage": {"output_tokens": 4}},
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                "usage": {"output_tokens": 4},
+            },
             {"type": "message_stop"},
         ]
         for event in events:

@@ -70,8 +70,9 @@ class Postgres:
     def _pg(self, tool: str, *args: str, timeout: float = 60) -> None:
         pg_bin = bindir()
         assert pg_bin is not None, unavailable()
-        result = subprocess.run(self._as_owner(str(pg_bin / tool), *args), capture_output=True, text=True,
-                                timeout=timeout)
+        result = subprocess.run(
+            self._as_owner(str(pg_bin / tool), *args), capture_output=True, text=True, timeout=timeout
+        )
         if result.returncode != 0:
             raise RuntimeError(f"{tool} failed ({result.returncode}): {result.stderr or result.stdout}")
 
@@ -81,11 +82,17 @@ class Postgres:
             shutil.chown(self.dir, "postgres", "postgres")
         data = str(self.dir / "data")
         self._pg("initdb", "-D", data, "-U", "postgres", "--auth=trust", "--no-sync", "-E", "UTF8")
-        options = (f"-c listen_addresses=127.0.0.1 -p {self.port} -c unix_socket_directories={self.dir} "
-                   "-c fsync=off -c synchronous_commit=off -c full_page_writes=off")
+        options = (
+            f"-c listen_addresses=127.0.0.1 -p {self.port} -c unix_socket_directories={self.dir} "
+            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+        )
         self._pg("pg_ctl", "-D", data, "-l", str(self.log_path), "-o", options, "-w", "-t", "60", "start")
-        self.psql(f"CREATE USER {USER} WITH PASSWORD '{PASSWORD}'", f"CREATE DATABASE {DATABASE} OWNER {USER}",
-                  user="postgres", database="postgres")
+        self.psql(
+            f"CREATE USER {USER} WITH PASSWORD '{PASSWORD}'",
+            f"CREATE DATABASE {DATABASE} OWNER {USER}",
+            user="postgres",
+            database="postgres",
+        )
         return self
 
     def stop(self) -> None:
@@ -100,8 +107,20 @@ class Postgres:
         """Run SQL over TCP on 127.0.0.1 (the way the proxy connects) and return psql's unaligned output."""
         pg_bin = bindir()
         assert pg_bin is not None, unavailable()
-        cmd = [str(pg_bin / "psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", user, "-d", database,
-               "-v", "ON_ERROR_STOP=1", "-qtA"]
+        cmd = [
+            str(pg_bin / "psql"),
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(self.port),
+            "-U",
+            user,
+            "-d",
+            database,
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-qtA",
+        ]
         for statement in statements:
             cmd += ["-c", statement]
         env = {**os.environ, "PGPASSWORD": PASSWORD}

@@ -64,8 +64,10 @@ def unavailable() -> str | None:
     if reason := node_missing():
         return reason
     if native_query_engine() is None and kit() is None:
-        return (f"Prisma's engines are absent (`prisma py fetch` downloads them) and the prisma-offline kit is not at "
-                f"{kit_location()} (set {KIT_ENV})")
+        return (
+            f"Prisma's engines are absent (`prisma py fetch` downloads them) and the prisma-offline kit is not at "
+            f"{kit_location()} (set {KIT_ENV})"
+        )
     return None
 
 
@@ -76,8 +78,7 @@ def _digest(*parts: bytes) -> str:
     return h.hexdigest()[:16]
 
 
-def _run(cmd: list[str], log: Path, timeout: float, cwd: Path | None = None,
-         env: dict[str, str] | None = None) -> None:
+def _run(cmd: list[str], log: Path, timeout: float, cwd: Path | None = None, env: dict[str, str] | None = None) -> None:
     """Run one setup step with its output appended to `log`, which a failure quotes."""
     with log.open("ab") as out:
         out.write(f"$ {' '.join(cmd)}\n".encode())
@@ -99,8 +100,9 @@ def _publish(build: Path, final: Path) -> Path:
 
 def installed_kit(source: Path, log: Path) -> Path:
     """A writable copy of the kit's bin/ and qeshim/ with its npm dependencies, cached by the kit's contents."""
-    files = sorted(p for d in ("bin", "qeshim") for p in (source / d).rglob("*")
-                   if p.is_file() and "node_modules" not in p.parts)
+    files = sorted(
+        p for d in ("bin", "qeshim") for p in (source / d).rglob("*") if p.is_file() and "node_modules" not in p.parts
+    )
     key = _digest(*(bytes(str(p.relative_to(source)), "utf-8") + p.read_bytes() for p in files))
     final = cache_root() / "prisma-offline" / key
     if (final / "qeshim" / "node_modules").is_dir():
@@ -111,8 +113,9 @@ def installed_kit(source: Path, log: Path) -> Path:
         shutil.copytree(source / d, build / d, ignore=shutil.ignore_patterns("node_modules"))
     for p in build.rglob("*"):  # the kit may be read-only; our copy must not be
         p.chmod(p.stat().st_mode | 0o200)
-    _run(["npm", "install", "--no-audit", "--no-fund", "--omit=dev", "--loglevel=error"], log, 300,
-         cwd=build / "qeshim")
+    _run(
+        ["npm", "install", "--no-audit", "--no-fund", "--omit=dev", "--loglevel=error"], log, 300, cwd=build / "qeshim"
+    )
     return _publish(build, final)
 
 
@@ -175,7 +178,16 @@ def proxy_env(db: Postgres, work: Path) -> dict[str, str]:
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(client), os.environ.get("PYTHONPATH")]))
     env["PATH"] = os.pathsep.join(filter(None, [str(BIN), str(bindir()), os.environ.get("PATH")]))
     if source is not None:
-        _run([str(source / "apply_migrations.sh")], log, 600,
-             env={**os.environ, "PATH": env["PATH"], "PGURL": db.url, "PY": sys.executable,
-                  "MIGLOG": str(work / "migrations.log")})
+        _run(
+            [str(source / "apply_migrations.sh")],
+            log,
+            600,
+            env={
+                **os.environ,
+                "PATH": env["PATH"],
+                "PGURL": db.url,
+                "PY": sys.executable,
+                "MIGLOG": str(work / "migrations.log"),
+            },
+        )
     return env

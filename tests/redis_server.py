@@ -18,8 +18,21 @@ class Redis:
 
     def start(self) -> Redis:
         auth = ["--requirepass", self.password] if self.password else []
-        self.proc = subprocess.Popen(["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
-                                      "--save", "", "--appendonly", "no", *auth], stdout=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                *auth,
+            ],
+            stdout=subprocess.DEVNULL,
+        )
         deadline = time.monotonic() + 10
         while self.cli("ping") != "PONG":
             assert time.monotonic() < deadline, "redis-server did not start"
@@ -43,9 +56,9 @@ class Redis:
 def assert_redis_warning(proxy: Proxy) -> None:
     """LiteLLM logs the lost connection (from its background writer, so not always before the answer)."""
     deadline = time.monotonic() + 10
-    while not any("redis" in line.lower() and ("refused" in line or "closed" in line.lower())
-                  for line in proxy.log_text().splitlines()):
+    while not any(
+        "redis" in line.lower() and ("refused" in line or "closed" in line.lower())
+        for line in proxy.log_text().splitlines()
+    ):
         assert time.monotonic() < deadline, "no warning about the lost Redis connection"
         time.sleep(0.2)
-
-

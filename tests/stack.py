@@ -59,8 +59,9 @@ class Proxy:
     def start(self, timeout: float = 90.0) -> Proxy:
         cmd = [litellm_command(), "--config", str(self.config), "--host", "127.0.0.1", "--port", str(self.port)]
         log = self.log_path.open("wb")
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
+        self.proc = subprocess.Popen(
+            cmd, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
         self.client = httpx.Client(base_url=self.url, timeout=60.0, headers={"Authorization": f"Bearer {KEY}"})
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -142,9 +143,7 @@ class StreamResult:
 
     @property
     def text(self) -> str:
-        return "".join(
-            (c.get("delta") or {}).get("content") or "" for e in self.events for c in e.get("choices") or []
-        )
+        return "".join((c.get("delta") or {}).get("content") or "" for e in self.events for c in e.get("choices") or [])
 
     @property
     def error(self) -> str | None:
@@ -177,8 +176,7 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 @contextmanager
 def running_proxy(tmp: Path, config: Path = CONFIG, **backends: str) -> Iterator[Proxy]:
-    proxy = Proxy(env=stack_env(tmp, **backends), port=free_port(), log_path=tmp / "proxy.log",
-                  config=config).start()
+    proxy = Proxy(env=stack_env(tmp, **backends), port=free_port(), log_path=tmp / "proxy.log", config=config).start()
     try:
         yield proxy
     finally:

@@ -15,13 +15,20 @@ from tests.stack import KEY, ROOT, Proxy, closed_port_url
 NINE_B, THREE_B = "qwen3.5:9b", "llama3.2:3b"
 
 
-def ask(*args: str, proxy: Proxy | None = None, stdin: bytes | None = None,
-        url: str | None = None) -> subprocess.CompletedProcess[bytes]:
+def ask(
+    *args: str, proxy: Proxy | None = None, stdin: bytes | None = None, url: str | None = None
+) -> subprocess.CompletedProcess[bytes]:
     import os
 
     env = dict(os.environ, LITELLM_MASTER_KEY=KEY, ASK_PROXY_URL=url or (proxy.url if proxy else ""))
-    return subprocess.run([sys.executable, "-m", "ask_cli", *args], input=stdin if stdin is not None else b"",
-                          capture_output=True, env=env, cwd=ROOT, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "ask_cli", *args],
+        input=stdin if stdin is not None else b"",
+        capture_output=True,
+        env=env,
+        cwd=ROOT,
+        timeout=120,
+    )
 
 
 def test_answer_streams_to_stdout_and_nothing_else(proxy: Proxy, healthy: FakeOllama) -> None:
@@ -49,10 +56,15 @@ def test_no_fallback_fails_honestly(proxy: Proxy, healthy: FakeOllama) -> None:
     assert result.stdout == b""
 
 
-@pytest.mark.parametrize(("flag", "tier", "tag"), [
-    ("--3b", "fast-3b", THREE_B), ("--1b", "fast-1b", "gemma3:1b"), ("--think", "think-9b", NINE_B),
-    ("--coder", "coder-30b", "qwen3-coder:30b"),
-])
+@pytest.mark.parametrize(
+    ("flag", "tier", "tag"),
+    [
+        ("--3b", "fast-3b", THREE_B),
+        ("--1b", "fast-1b", "gemma3:1b"),
+        ("--think", "think-9b", NINE_B),
+        ("--coder", "coder-30b", "qwen3-coder:30b"),
+    ],
+)
 def test_tier_flags_reach_their_tier(proxy: Proxy, healthy: FakeOllama, flag: str, tier: str, tag: str) -> None:
     result = ask(flag, "--json", f"which tier {flag}", proxy=proxy)
     out = json.loads(result.stdout)
@@ -137,7 +149,9 @@ def test_a_cached_call_makes_no_request_and_is_logged(proxy: Proxy, healthy: Fak
     assert len(healthy.chat_requests()) == 1
     lines = telemetry_lines(tmp_path)
     assert [(e["model"], e["served_by"], e["cache_hit"], e["exit_code"]) for e in lines] == [
-        ("fast-3b", "fast-3b", False, 0), ("fast-3b", "fast-3b", True, 0)]
+        ("fast-3b", "fast-3b", False, 0),
+        ("fast-3b", "fast-3b", True, 0),
+    ]
     assert "hourly digest" not in (tmp_path / "data" / "ask" / "log.jsonl").read_text()
 
 
@@ -146,8 +160,14 @@ def test_the_cache_hit_path_imports_nothing_heavy(proxy: Proxy, healthy: FakeOll
     import os
 
     env = dict(os.environ, LITELLM_MASTER_KEY=KEY, ASK_PROXY_URL=proxy.url)
-    hit = subprocess.run([sys.executable, "-X", "importtime", "-m", "ask_cli", "classify: markets rally"],
-                         capture_output=True, env=env, cwd=ROOT, timeout=60, input=b"")
+    hit = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "ask_cli", "classify: markets rally"],
+        capture_output=True,
+        env=env,
+        cwd=ROOT,
+        timeout=60,
+        input=b"",
+    )
     assert hit.stdout.decode().startswith("Hello from")
     imported = {line.split("|")[-1].strip() for line in hit.stderr.decode().splitlines() if "|" in line}
     assert not {"typer", "urllib.request", "httpx", "litellm", "yaml", "click"} & imported
@@ -181,8 +201,14 @@ def test_ctrl_c_exits_130_and_still_logs(proxy: Proxy, healthy: FakeOllama, tmp_
 
     healthy.set_fault(NINE_B, "slow", delay_s=5)
     env = dict(os.environ, LITELLM_MASTER_KEY=KEY, ASK_PROXY_URL=proxy.url)
-    proc = subprocess.Popen([sys.executable, "-m", "ask_cli", "slow one"], env=env, cwd=ROOT,
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ask_cli", "slow one"],
+        env=env,
+        cwd=ROOT,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     deadline = time.monotonic() + 20
     while not healthy.chat_requests():
         assert time.monotonic() < deadline
@@ -198,9 +224,17 @@ def test_sixteen_parallel_asks_lose_no_telemetry(proxy: Proxy, healthy: FakeOlla
     import os
 
     env = dict(os.environ, LITELLM_MASTER_KEY=KEY, ASK_PROXY_URL=proxy.url)
-    procs = [subprocess.Popen([sys.executable, "-m", "ask_cli", "--no-cache", f"parallel {i}"], env=env, cwd=ROOT,
-                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-             for i in range(16)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "ask_cli", "--no-cache", f"parallel {i}"],
+            env=env,
+            cwd=ROOT,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for i in range(16)
+    ]
     assert [p.wait(timeout=120) for p in procs] == [0] * 16
     lines = telemetry_lines(tmp_path)
     assert len(lines) == 16 and all(e["exit_code"] == 0 for e in lines)

@@ -59,8 +59,7 @@ def key(home: Path) -> str:
 
 def setup(tool: str, write: bool = False, yes: bool = False, stdin: Terminal | None = None) -> tuple[int, str, str]:
     out, err = io.StringIO(), io.StringIO()
-    code = assistants.run(tool, write, yes, config=CONFIG, stdin=stdin or Terminal(tty=False), stdout=out,
-                          stderr=err)
+    code = assistants.run(tool, write, yes, config=CONFIG, stdin=stdin or Terminal(tty=False), stdout=out, stderr=err)
     return code, out.getvalue(), err.getvalue()
 
 
@@ -109,14 +108,18 @@ def test_claude_code_printed_and_its_key_helper_finds_the_key(key: str, home: Pa
     env = {"HOME": str(home), "PATH": os.environ["PATH"]}
     ran = subprocess.run(["/bin/sh", "-c", helper], env=env, capture_output=True, text=True, check=True)
     assert ran.stdout == key
-    ran = subprocess.run(["/bin/sh", "-c", helper], env={**env, "LITELLM_MASTER_KEY": "sk-from-env"},
-                         capture_output=True, text=True, check=True)
+    ran = subprocess.run(
+        ["/bin/sh", "-c", helper],
+        env={**env, "LITELLM_MASTER_KEY": "sk-from-env"},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert ran.stdout == "sk-from-env"  # the variable wins, as in paths.master_key
     assert "/model think-9b" in err and "/model heavy" in err
 
 
-def test_claude_code_warns_when_a_shell_key_would_outrank_the_helper(key: str,
-                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_claude_code_warns_when_a_shell_key_would_outrank_the_helper(key: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-real")
     _, _, err = setup("claude-code")
     assert "ANTHROPIC_API_KEY set in this shell outrank apiKeyHelper" in err
@@ -148,8 +151,13 @@ def test_env_lines_give_the_key_to_openai_clients(key: str, home: Path) -> None:
     _, out, _ = setup("env")
     assert all(t in out for t in CODING)
     script = out + 'printf "%s|%s|%s" "$OPENAI_BASE_URL" "$OPENAI_API_BASE" "$OPENAI_API_KEY"'
-    ran = subprocess.run(["/bin/sh", "-c", script], env={"HOME": str(home), "PATH": os.environ["PATH"]},
-                         capture_output=True, text=True, check=True)
+    ran = subprocess.run(
+        ["/bin/sh", "-c", script],
+        env={"HOME": str(home), "PATH": os.environ["PATH"]},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert ran.stdout == f"{BASE}|{BASE}|{key}"
 
 
@@ -171,11 +179,14 @@ def test_env_has_no_file_to_write(key: str) -> None:
 
 
 def test_tiers_follow_the_yaml() -> None:
-    config = {"model_list": [{"model_name": "fast-9b", "litellm_params": {"num_ctx": 4096}},
-                             {"model_name": "fast-1b"}]}
+    config = {"model_list": [{"model_name": "fast-9b", "litellm_params": {"num_ctx": 4096}}, {"model_name": "fast-1b"}]}
     tiers = assistants.tiers_from_config(config)
-    assert (tiers.main, tiers.small, tiers.autocomplete, tiers.coding) == ("fast-9b", "fast-9b", "fast-1b",
-                                                                           ("fast-9b",))
+    assert (tiers.main, tiers.small, tiers.autocomplete, tiers.coding) == (
+        "fast-9b",
+        "fast-9b",
+        "fast-1b",
+        ("fast-9b",),
+    )
     assert tiers.context == {"fast-9b": 4096}
 
 
@@ -200,12 +211,18 @@ def test_write_yes_creates_the_file_after_showing_the_diff(key: str, tool: str) 
 
 
 UNRELATED = {
-    "opencode": ('{\n  "theme": "tokyonight",\n  "provider": {"anthropic": {"options": {"timeout": 1}}},\n'
-                 '  "model": "anthropic/claude-sonnet-4-5"\n}\n'),
-    "claude-code": ('{"permissions": {"allow": ["Bash(ls:*)"]}, "env": {"DISABLE_TELEMETRY": "1", '
-                    '"ANTHROPIC_AUTH_TOKEN": "sk-other-gateway"}}\n'),
-    "continue": ("name: Mine\nversion: 1.0.0\nschema: v1\nmodels:\n  - name: GPT-4o\n    provider: openai\n"
-                 "    model: gpt-4o\nrules:\n  - Be terse\n"),
+    "opencode": (
+        '{\n  "theme": "tokyonight",\n  "provider": {"anthropic": {"options": {"timeout": 1}}},\n'
+        '  "model": "anthropic/claude-sonnet-4-5"\n}\n'
+    ),
+    "claude-code": (
+        '{"permissions": {"allow": ["Bash(ls:*)"]}, "env": {"DISABLE_TELEMETRY": "1", '
+        '"ANTHROPIC_AUTH_TOKEN": "sk-other-gateway"}}\n'
+    ),
+    "continue": (
+        "name: Mine\nversion: 1.0.0\nschema: v1\nmodels:\n  - name: GPT-4o\n    provider: openai\n"
+        "    model: gpt-4o\nrules:\n  - Be terse\n"
+    ),
     "aider": "# my aider settings\nauto-commits: false\n\n# which model\nmodel: gpt-4o\ndark-mode: true\n",
 }
 

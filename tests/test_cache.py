@@ -16,8 +16,13 @@ from ask_cli import cache, paths
 from ask_cli.cache import TTL_S, PromptCache, cache_key, cacheable, should_store
 
 ROOT = Path(__file__).resolve().parent.parent
-BASE = {"model": "fast-9b", "system": "be brief", "prompt": "classify: rates rise", "temperature": 0.2,
-        "max_tokens": 64}
+BASE = {
+    "model": "fast-9b",
+    "system": "be brief",
+    "prompt": "classify: rates rise",
+    "temperature": 0.2,
+    "max_tokens": 64,
+}
 
 
 def rows(path: Path) -> int:
@@ -31,10 +36,19 @@ def test_key_is_stable_sha256_hex() -> None:
     assert len(key) == 64 and all(c in "0123456789abcdef" for c in key)
 
 
-@pytest.mark.parametrize(("field", "other"), [
-    ("model", "fast-3b"), ("system", "be verbose"), ("system", None), ("prompt", "classify: rates fall"),
-    ("temperature", 0.3), ("temperature", None), ("max_tokens", 65), ("max_tokens", None),
-])
+@pytest.mark.parametrize(
+    ("field", "other"),
+    [
+        ("model", "fast-3b"),
+        ("system", "be verbose"),
+        ("system", None),
+        ("prompt", "classify: rates fall"),
+        ("temperature", 0.3),
+        ("temperature", None),
+        ("max_tokens", 65),
+        ("max_tokens", None),
+    ],
+)
 def test_key_changes_with_every_input(field: str, other: object) -> None:
     assert cache_key(**{**BASE, field: other}) != cache_key(**BASE)
 
@@ -59,7 +73,12 @@ def test_roundtrip_and_default_path() -> None:
         hit = c.get(key, now=1001.0)
     assert hit is not None
     assert (hit.answer, hit.served_by, hit.model, hit.created, hit.usage) == (
-        "markets", "fast-9b", "fast-9b", 1000.0, {"total_tokens": 12})
+        "markets",
+        "fast-9b",
+        "fast-9b",
+        1000.0,
+        {"total_tokens": 12},
+    )
     with PromptCache() as again:  # another process later: still there
         assert again.get(key, now=1002.0) is not None
 
@@ -148,7 +167,9 @@ def test_migrations_apply_once(monkeypatch: pytest.MonkeyPatch) -> None:
     assert calls == [1]
     with closing(sqlite3.connect(path)) as db:
         assert [r[0] for r in db.execute("SELECT name FROM _migrations ORDER BY name")] == [
-            "m001_initial", "m002_add_note"]
+            "m001_initial",
+            "m002_add_note",
+        ]
 
 
 def test_policy() -> None:
@@ -201,8 +222,7 @@ def test_concurrent_processes_share_one_fresh_cache() -> None:
         "        assert c.put(f'{n}-{i}', 'a', 'fast-9b', 'fast-9b'), c.last_error\n"
         "        assert c.get(f'{n}-{i}') is not None\n"
     )
-    procs = [subprocess.Popen([sys.executable, "-c", code, str(n)], cwd=ROOT, stderr=subprocess.PIPE)
-             for n in range(8)]
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(n)], cwd=ROOT, stderr=subprocess.PIPE) for n in range(8)]
     for p in procs:
         _, err = p.communicate(timeout=60)
         assert p.returncode == 0, err.decode()

@@ -36,8 +36,13 @@ def key_of(provider: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def cloud(tmp_path_factory: pytest.TempPathFactory, fake_ollama: FakeOllama, fake_llama_swap: FakeOpenAI,
-          tiny_url: str, monkeypatch_module: pytest.MonkeyPatch) -> Iterator[Cloud]:
+def cloud(
+    tmp_path_factory: pytest.TempPathFactory,
+    fake_ollama: FakeOllama,
+    fake_llama_swap: FakeOpenAI,
+    tiny_url: str,
+    monkeypatch_module: pytest.MonkeyPatch,
+) -> Iterator[Cloud]:
     tmp = tmp_path_factory.mktemp("cloud")
     fakes = {name: FakeOpenAI(f"{name}-model").__enter__() for name in PROVIDERS}
     try:
@@ -50,8 +55,14 @@ def cloud(tmp_path_factory: pytest.TempPathFactory, fake_ollama: FakeOllama, fak
         path = stack_config.write_private(config, tmp / "derived.yaml")
         bases = {f"{name.upper()}_API_BASE": fake.url for name, fake in fakes.items()}
         bases["ANTHROPIC_API_BASE"] = fakes["anthropic"].url.removesuffix("/v1")
-        env = stack_env(tmp, OLLAMA_API_BASE=fake_ollama.url, LLAMA_SWAP_API_BASE=fake_llama_swap.url,
-                        TINY_API_BASE=tiny_url, **keys, **bases)
+        env = stack_env(
+            tmp,
+            OLLAMA_API_BASE=fake_ollama.url,
+            LLAMA_SWAP_API_BASE=fake_llama_swap.url,
+            TINY_API_BASE=tiny_url,
+            **keys,
+            **bases,
+        )
         proxy = Proxy(env=env, port=free_port(), log_path=tmp / "proxy.log", config=path).start()
         try:
             yield Cloud(fakes, fake_ollama, fake_llama_swap, proxy)
@@ -75,8 +86,12 @@ def lanes(cloud: Cloud) -> Iterator[Cloud]:
         fake.reset()
     cloud.ollama.reset()
     deadline = time.monotonic() + 30
-    while cloud.proxy.chat("cloud-free", "ready?").headers.get("x-litellm-model-api-base", "").find(
-            cloud.fakes["cerebras"].url.split("//")[1]) < 0:
+    while (
+        cloud.proxy.chat("cloud-free", "ready?")
+        .headers.get("x-litellm-model-api-base", "")
+        .find(cloud.fakes["cerebras"].url.split("//")[1])
+        < 0
+    ):
         assert time.monotonic() < deadline, "cerebras stayed in cooldown"
         time.sleep(1)
     for fake in cloud.fakes.values():
@@ -141,12 +156,16 @@ def test_premium_answers_when_named(lanes: Cloud, stream: bool) -> None:
     assert lanes.fakes["anthropic"].keys == [key_of("anthropic")]
 
 
-@pytest.mark.parametrize(("body", "message"), [
-    ({"fallbacks": ["premium"]}, "fallbacks names the premium lane 'premium'"),
-    ({"fallbacks": [{"model": "premium"}]}, "fallbacks names the premium lane 'premium'"),
-    ({"context_window_fallbacks": [{"fast-9b": ["premium"]}]}, "context_window_fallbacks names the premium lane"),
-    ({"default_fallbacks": ["premium"]}, "default_fallbacks names the premium lane"),
-], ids=["fallbacks", "fallbacks-dict", "context-window", "default"])
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"fallbacks": ["premium"]}, "fallbacks names the premium lane 'premium'"),
+        ({"fallbacks": [{"model": "premium"}]}, "fallbacks names the premium lane 'premium'"),
+        ({"context_window_fallbacks": [{"fast-9b": ["premium"]}]}, "context_window_fallbacks names the premium lane"),
+        ({"default_fallbacks": ["premium"]}, "default_fallbacks names the premium lane"),
+    ],
+    ids=["fallbacks", "fallbacks-dict", "context-window", "default"],
+)
 def test_a_request_cannot_route_itself_into_premium(lanes: Cloud, body: dict, message: str) -> None:
     local_down(lanes)
     resp = lanes.proxy.chat("fast-9b", "sneak into premium", **body)
@@ -172,8 +191,11 @@ def test_a_lane_without_its_key_is_absent_not_a_500(tmp_path: Path, monkeypatch:
     monkeypatch.setenv("GROQ_API_KEY", "sk-only-groq")
     config, dropped = stack_config.with_cloud(stack_config.load(CONFIG), OVERLAY)
 
-    tiers = {d["model_name"]: d["litellm_params"]["model"] for d in config["model_list"]
-             if (d.get("model_info") or {}).get("lane")}
+    tiers = {
+        d["model_name"]: d["litellm_params"]["model"]
+        for d in config["model_list"]
+        if (d.get("model_info") or {}).get("lane")
+    }
     assert tiers == {"cloud-free": "groq/llama-3.3-70b-versatile", "reasoning": "groq/openai/gpt-oss-120b"}
     assert "premium: anthropic absent, set ANTHROPIC_API_KEY" in dropped and len(dropped) == 5
     assert stack_config.routing_problems(config) == []
@@ -205,8 +227,9 @@ def test_a_long_prompt_escalates_to_a_larger_context_and_says_so(lanes: Cloud) -
     assert reason.startswith("fast-9b: prompt over num_ctx (") and reason.endswith(" > 8192 tokens), escalated")
 
 
-def test_without_the_cloud_a_long_prompt_goes_to_heavy(proxy: Proxy, healthy: FakeOllama,
-                                                       fake_llama_swap: FakeOpenAI) -> None:
+def test_without_the_cloud_a_long_prompt_goes_to_heavy(
+    proxy: Proxy, healthy: FakeOllama, fake_llama_swap: FakeOpenAI
+) -> None:
     resp = proxy.chat("fast-3b", "word " * 9000, cache={"no-cache": True})
 
     assert resp.status_code == 200, resp.text
@@ -221,7 +244,8 @@ def test_a_hand_edited_chain_into_premium_is_still_refused(tmp_path: Path, lanes
     config = stack_config.load(lanes.proxy.config)
     config["router_settings"]["fallbacks"] = [{"fast-9b": ["premium", "tiny"]}]
     assert stack_config.routing_problems(config)[0].startswith(
-        "router_settings.fallbacks: 'fast-9b' falls back to the premium tier 'premium'")
+        "router_settings.fallbacks: 'fast-9b' falls back to the premium tier 'premium'"
+    )
     path = stack_config.write_private(config, tmp_path / "edited.yaml")
     edited = Proxy(env=lanes.proxy.env, port=free_port(), log_path=tmp_path / "proxy.log", config=path).start()
     try:

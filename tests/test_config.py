@@ -75,19 +75,24 @@ def test_the_redis_variant_changes_only_the_cache_and_the_routers_shared_state()
     assert (router["redis_host"], router["redis_port"]) == ("os.environ/REDIS_HOST", "os.environ/REDIS_PORT")
     assert {k: v for k, v in router.items() if not k.startswith("redis_")} == CONFIG_DATA["router_settings"]
     assert {k: v for k, v in redis.items() if k not in ("litellm_settings", "router_settings")} == {
-        k: v for k, v in CONFIG_DATA.items() if k not in ("litellm_settings", "router_settings")}
+        k: v for k, v in CONFIG_DATA.items() if k not in ("litellm_settings", "router_settings")
+    }
 
 
 def test_the_two_machine_overlay_puts_the_remote_9b_first_and_keeps_everything_else() -> None:
     merged = stack_config.load(ROOT / "litellm-config.two-machines.yaml")
     nine = [m for m in merged["model_list"] if m["model_name"] == "fast-9b"]
     assert [(m["litellm_params"]["api_base"], m["litellm_params"]["order"]) for m in nine] == [
-        ("os.environ/REMOTE_OLLAMA_API_BASE", 1), ("os.environ/OLLAMA_API_BASE", 2)]
+        ("os.environ/REMOTE_OLLAMA_API_BASE", 1),
+        ("os.environ/OLLAMA_API_BASE", 2),
+    ]
     assert {k: v for k, v in nine[0]["litellm_params"].items() if k not in ("api_base", "order", "timeout")} == {
-        k: v for k, v in nine[1]["litellm_params"].items() if k not in ("api_base", "order", "timeout")}
+        k: v for k, v in nine[1]["litellm_params"].items() if k not in ("api_base", "order", "timeout")
+    }
     assert len(merged["model_list"]) == len(CONFIG_DATA["model_list"]) + 1
     assert {k: v for k, v in merged.items() if k != "model_list"} == {
-        k: v for k, v in CONFIG_DATA.items() if k != "model_list"}
+        k: v for k, v in CONFIG_DATA.items() if k != "model_list"
+    }
 
 
 def test_the_council_calls_tiers_that_exist_and_is_registered() -> None:
@@ -97,7 +102,8 @@ def test_the_council_calls_tiers_that_exist_and_is_registered() -> None:
     assert council["chairman"] == "think-9b" and 0 < council["deadline_s"] <= council["timeout"]
     assert set(council["members"]) | {council["chairman"]} <= set(TIERS) - {"council"}
     assert {"provider": "council", "custom_handler": "plugins.council.handler"} in (
-        CONFIG_DATA["litellm_settings"]["custom_provider_map"])
+        CONFIG_DATA["litellm_settings"]["custom_provider_map"]
+    )
 
 
 def test_the_cloud_lanes_keep_premium_by_name_and_reasoning_in_the_cloud(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -108,22 +114,36 @@ def test_the_cloud_lanes_keep_premium_by_name_and_reasoning_in_the_cloud(monkeyp
     assert stack_config.routing_problems(CONFIG_DATA) == []
     lanes = stack_config.lanes(config)
     assert (lanes["premium"], lanes["reasoning"], lanes["cloud-free"], lanes["fast-9b"]) == (
-        "premium", "free-cloud", "free-cloud", "local")
+        "premium",
+        "free-cloud",
+        "free-cloud",
+        "local",
+    )
     chains = {k: v for e in config["router_settings"]["fallbacks"] for k, v in e.items()}
     assert chains["fast-9b"] == ["fast-3b", "fast-1b", "cloud-free", "tiny"]  # free cloud after local Ollama
     assert "premium" not in chains and "reasoning" not in chains
 
 
-@pytest.mark.parametrize(("section", "key", "value", "problem"), [
-    ("router_settings", "fallbacks", [{"fast-9b": ["premium"]}], "'fast-9b' falls back to the premium tier"),
-    ("router_settings", "context_window_fallbacks", [{"fast-9b": ["premium"]}], "falls back to the premium"),
-    ("router_settings", "default_fallbacks", ["premium"], "'*' falls back to the premium tier"),
-    ("litellm_settings", "fallbacks", [{"fast-1b": ["premium"]}], "litellm_settings.fallbacks: 'fast-1b'"),
-    ("router_settings", "fallbacks", [{"premium": ["cloud-free"]}], "the premium tier 'premium' has a fallback"),
-    ("router_settings", "fallbacks", [{"reasoning": ["cloud-free", "fast-9b"]}], "'reasoning' falls back to a local"),
-], ids=["fallbacks", "context-window", "default", "litellm-settings", "premium-out", "reasoning-local"])
-def test_every_chain_into_premium_is_refused(monkeypatch: pytest.MonkeyPatch, section: str, key: str,
-                                             value: object, problem: str) -> None:
+@pytest.mark.parametrize(
+    ("section", "key", "value", "problem"),
+    [
+        ("router_settings", "fallbacks", [{"fast-9b": ["premium"]}], "'fast-9b' falls back to the premium tier"),
+        ("router_settings", "context_window_fallbacks", [{"fast-9b": ["premium"]}], "falls back to the premium"),
+        ("router_settings", "default_fallbacks", ["premium"], "'*' falls back to the premium tier"),
+        ("litellm_settings", "fallbacks", [{"fast-1b": ["premium"]}], "litellm_settings.fallbacks: 'fast-1b'"),
+        ("router_settings", "fallbacks", [{"premium": ["cloud-free"]}], "the premium tier 'premium' has a fallback"),
+        (
+            "router_settings",
+            "fallbacks",
+            [{"reasoning": ["cloud-free", "fast-9b"]}],
+            "'reasoning' falls back to a local",
+        ),
+    ],
+    ids=["fallbacks", "context-window", "default", "litellm-settings", "premium-out", "reasoning-local"],
+)
+def test_every_chain_into_premium_is_refused(
+    monkeypatch: pytest.MonkeyPatch, section: str, key: str, value: object, problem: str
+) -> None:
     for name in ("CEREBRAS", "GROQ", "ANTHROPIC"):
         monkeypatch.setenv(f"{name}_API_KEY", "sk-x")
     config, _ = stack_config.with_cloud(CONFIG_DATA, ROOT / stack_config.CLOUD_NAME)

@@ -18,8 +18,22 @@ from tests.stack import Proxy
 from tests.test_ask_cli import ask, telemetry_lines
 
 NINE_B, THREE_B = "qwen3.5:9b", "llama3.2:3b"
-MODEL_NAMES = ("fast-9b", "fast-3b", "fast-1b", "think-9b", "coder-30b", "heavy", "tiny", NINE_B, THREE_B,
-               "gemma3:1b", "qwen3-coder:30b", "qwen", "llama", "gemma")
+MODEL_NAMES = (
+    "fast-9b",
+    "fast-3b",
+    "fast-1b",
+    "think-9b",
+    "coder-30b",
+    "heavy",
+    "tiny",
+    NINE_B,
+    THREE_B,
+    "gemma3:1b",
+    "qwen3-coder:30b",
+    "qwen",
+    "llama",
+    "gemma",
+)
 
 
 @pytest.fixture
@@ -48,9 +62,7 @@ def council_headers(headers: object) -> dict[str, str]:
     return {k.lower(): v for k, v in dict(headers).items() if k.lower().startswith("x-council-")}  # type: ignore[call-overload]
 
 
-def test_members_overlap_at_their_temperature_and_the_chairman_sees_no_names(
-    proxy: Proxy, council: FakeOllama
-) -> None:
+def test_members_overlap_at_their_temperature_and_the_chairman_sees_no_names(proxy: Proxy, council: FakeOllama) -> None:
     council.set_fault(NINE_B, "slow", delay_s=1.0)
     started = time.monotonic()
     resp = proxy.chat("council", "is the sky blue?")
@@ -69,8 +81,9 @@ def test_members_overlap_at_their_temperature_and_the_chairman_sees_no_names(
     assert chairman.ts_start >= max(a.ts_end or 0, b.ts_end or 0)
     prompt = prompt_of(chairman)
     assert "Response A" in prompt and "Response B" in prompt and "is the sky blue?" in prompt
-    answers = [m["answer"] for m in resp.json()["choices"][0]["message"]["provider_specific_fields"]["council"]
-               ["members"]]
+    answers = [
+        m["answer"] for m in resp.json()["choices"][0]["message"]["provider_specific_fields"]["council"]["members"]
+    ]
     assert all(ans and ans in prompt for ans in answers)
     blind = prompt
     for ans in answers:  # the fake's answers name their own model: cut them out, then look for names
@@ -95,8 +108,7 @@ def test_streaming_sends_only_the_chairmans_tokens(proxy: Proxy, council: FakeOl
     first = result.events[0]["choices"][0]["delta"]
     assert [m["served_by"] for m in first["provider_specific_fields"]["council"]["members"]] == ["fast-9b"] * 2
     assert result.headers["x-served-by"] == "council"
-    assert council_headers(result.headers) == {"x-council-members": "fast-9b,fast-9b",
-                                               "x-council-chairman": "think-9b"}
+    assert council_headers(result.headers) == {"x-council-members": "fast-9b,fast-9b", "x-council-chairman": "think-9b"}
 
 
 def test_never_cached(proxy: Proxy, council: FakeOllama) -> None:
@@ -114,8 +126,11 @@ def test_one_member_failing_leaves_the_chairman_the_rest(proxy: Proxy, council: 
     resp = proxy.chat("council", "one member down", disable_fallbacks=True)
 
     assert resp.status_code == 200, resp.text
-    assert council_headers(resp.headers) == {"x-council-members": "fast-9b", "x-council-chairman": "think-9b",
-                                             "x-council-failed": "1"}
+    assert council_headers(resp.headers) == {
+        "x-council-members": "fast-9b",
+        "x-council-chairman": "think-9b",
+        "x-council-failed": "1",
+    }
     _, [chairman] = split(council.chat_requests(NINE_B))
     prompt = prompt_of(chairman)
     assert "Response A" in prompt and "Response B" not in prompt
@@ -142,8 +157,10 @@ def test_demoted_parts_are_said(proxy: Proxy, council: FakeOllama, fake_llama_sw
     assert resp.status_code == 200, resp.text
     assert resp.headers["x-served-by"] == "council"
     assert council_headers(resp.headers) == {
-        "x-council-members": "fast-3b,fast-3b", "x-council-chairman": "heavy",
-        "x-council-degraded": "fast-9b->fast-3b,fast-9b->fast-3b,think-9b->heavy"}
+        "x-council-members": "fast-3b,fast-3b",
+        "x-council-chairman": "heavy",
+        "x-council-degraded": "fast-9b->fast-3b,fast-9b->fast-3b,think-9b->heavy",
+    }
     assert resp.json()["choices"][0]["message"]["content"] == "Hello from gemma-3-27b-it-qat."
     assert "Response A" in fake_llama_swap.bodies[-1]["messages"][-1]["content"]
 
@@ -154,8 +171,7 @@ def test_ask_council_says_it_was_degraded(proxy: Proxy, council: FakeOllama, tmp
     as_json = ask("--council", "--json", "council via ask", proxy=proxy)
 
     assert result.returncode == 0, result.stderr
-    assert result.stderr.decode() == ("[degraded: council (fast-9b → fast-3b, fast-9b → fast-3b, "
-                                      "think-9b → heavy)]\n")
+    assert result.stderr.decode() == ("[degraded: council (fast-9b → fast-3b, fast-9b → fast-3b, think-9b → heavy)]\n")
     assert result.stdout.decode().split() == ["Hello", "from", "gemma-3-27b-it-qat."]  # the chairman's fallback
     assert json.loads(as_json.stdout)["demoted"] is True
     assert [(e["model"], e["demoted"]) for e in telemetry_lines(tmp_path)] == [("council", True)] * 2

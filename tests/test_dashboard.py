@@ -64,13 +64,23 @@ def db() -> Iterator[Postgres]:
 
 
 @pytest.fixture(scope="module")
-def dashboard(tmp_path_factory: pytest.TempPathFactory, db: Postgres, fake_ollama: FakeOllama,
-              fake_llama_swap: FakeOpenAI, tiny_url: str) -> Iterator[Proxy]:
+def dashboard(
+    tmp_path_factory: pytest.TempPathFactory,
+    db: Postgres,
+    fake_ollama: FakeOllama,
+    fake_llama_swap: FakeOpenAI,
+    tiny_url: str,
+) -> Iterator[Proxy]:
     """The proxy with the project's config and the database; spend logs flushed every ~1-6 s instead of ~10-15."""
     tmp = tmp_path_factory.mktemp("dashboard")
-    env = stack_env(tmp, OLLAMA_API_BASE=fake_ollama.url, TINY_API_BASE=tiny_url,
-                    LLAMA_SWAP_API_BASE=fake_llama_swap.url, PROXY_BATCH_WRITE_AT="1",
-                    **prisma_engines.proxy_env(db, tmp))
+    env = stack_env(
+        tmp,
+        OLLAMA_API_BASE=fake_ollama.url,
+        TINY_API_BASE=tiny_url,
+        LLAMA_SWAP_API_BASE=fake_llama_swap.url,
+        PROXY_BATCH_WRITE_AT="1",
+        **prisma_engines.proxy_env(db, tmp),
+    )
     proxy = Proxy(env=env, port=free_port(), log_path=tmp / "proxy.log").start(timeout=240)
     try:
         deadline = time.monotonic() + 60
@@ -159,9 +169,16 @@ def test_logs_page_shows_both_requests_and_the_demotion(dashboard: Proxy, two_re
     for shot in (logs_png, demoted_png):
         shot.unlink(missing_ok=True)
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=browser_path, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync"])
+        browser = pw.chromium.launch(
+            executable_path=browser_path,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+            ],
+        )
         try:
             page = browser.new_page(viewport={"width": 1600, "height": 1000})
             page.goto(f"{dashboard.url}/ui/")

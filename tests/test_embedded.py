@@ -126,9 +126,7 @@ def test_find_weights_finds_the_gguf_in_the_wheel_without_importing_it() -> None
 def test_missing_weights_say_what_to_install(
     lookup: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setattr(
-        embedded, "_weights_package_dir", lambda: None if lookup == "no package" else tmp_path
-    )
+    monkeypatch.setattr(embedded, "_weights_package_dir", lambda: None if lookup == "no package" else tmp_path)
     with pytest.raises(embedded.EmbeddedModelMissing, match=re.escape(embedded.INSTALL_WEIGHTS)):
         embedded.find_weights()
 

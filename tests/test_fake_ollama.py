@@ -426,9 +426,7 @@ def test_fault_slow_delays_the_first_chunk_and_spaces_the_rest(fake: FakeOllama)
 def test_slow_requests_run_concurrently(fake: FakeOllama) -> None:
     fake.set_fault("llama3.2:3b", "slow", delay_s=0.4)
     results: list[int] = []
-    threads = [
-        threading.Thread(target=lambda: results.append(chat(fake, model="llama3.2:3b")[0])) for _ in range(4)
-    ]
+    threads = [threading.Thread(target=lambda: results.append(chat(fake, model="llama3.2:3b")[0])) for _ in range(4)]
     t0 = time.monotonic()
     for t in threads:
         t.start()

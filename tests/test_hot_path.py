@@ -42,8 +42,16 @@ def test_a_model_registered_later_is_seen(original: None) -> None:
     assert hot_path.apply()
     name = "ollama/hot-path-test-model:7b"
     assert not OllamaModelInfo._is_static_ollama_model(name)
-    litellm.register_model({name: {"input_cost_per_token": 0.0, "output_cost_per_token": 0.0,
-                                   "litellm_provider": "ollama", "mode": "chat"}})
+    litellm.register_model(
+        {
+            name: {
+                "input_cost_per_token": 0.0,
+                "output_cost_per_token": 0.0,
+                "litellm_provider": "ollama",
+                "mode": "chat",
+            }
+        }
+    )
     try:
         assert OllamaModelInfo._is_static_ollama_model(name)
         assert OllamaModelInfo._is_static_ollama_model(name.upper()) == ORIGINAL.__func__(name.upper())

@@ -25,8 +25,13 @@ def recorded(tmp_path_factory: pytest.TempPathFactory, fake_ollama: FakeOllama, 
     config = stack_config.load(CONFIG)
     config["litellm_settings"]["callbacks"].append("tests.log_recorder.handler")
     path = stack_config.write_private(config, tmp / "recorded.yaml")
-    with running_proxy(tmp, config=path, OLLAMA_API_BASE=fake_ollama.url, TINY_API_BASE=tiny_url,
-                       LOG_RECORD_PATH=str(tmp / "logged.jsonl")) as proxy:
+    with running_proxy(
+        tmp,
+        config=path,
+        OLLAMA_API_BASE=fake_ollama.url,
+        TINY_API_BASE=tiny_url,
+        LOG_RECORD_PATH=str(tmp / "logged.jsonl"),
+    ) as proxy:
         yield proxy
 
 
@@ -41,8 +46,9 @@ def logged(proxy: Proxy, call_id: str | None) -> dict:
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
-def test_every_answer_is_tagged_with_its_tier_and_a_demotion_with_both(recorded: Proxy, fake_ollama: FakeOllama,
-                                                                       stream: bool) -> None:
+def test_every_answer_is_tagged_with_its_tier_and_a_demotion_with_both(
+    recorded: Proxy, fake_ollama: FakeOllama, stream: bool
+) -> None:
     fake_ollama.reset()
     send = recorded.stream if stream else recorded.chat
     normal = send("fast-9b", f"tag me {stream}", cache=NO_CACHE)

@@ -27,8 +27,9 @@ CODER = "qwen3-coder:30b"
 
 
 @pytest.fixture
-def stack_env(monkeypatch: pytest.MonkeyPatch, proxy: Proxy, fake_ollama: FakeOllama,
-              fake_llama_swap: FakeOpenAI, tiny_url: str) -> Proxy:
+def stack_env(
+    monkeypatch: pytest.MonkeyPatch, proxy: Proxy, fake_ollama: FakeOllama, fake_llama_swap: FakeOpenAI, tiny_url: str
+) -> Proxy:
     """This shell pointed at the test stack, as a user's would be at theirs."""
     monkeypatch.setenv("ASK_PROXY_URL", proxy.url)
     monkeypatch.setenv("LITELLM_MASTER_KEY", KEY)
@@ -47,8 +48,9 @@ def doctor_lines(capsys: pytest.CaptureFixture[str], **options: float) -> tuple[
 # -- ask models -------------------------------------------------------------------------------------------
 
 
-def test_models_shows_each_tier_its_chain_and_keep_alive_from_the_proxy(stack_env: Proxy, healthy: FakeOllama,
-                                                                        capsys: pytest.CaptureFixture[str]) -> None:
+def test_models_shows_each_tier_its_chain_and_keep_alive_from_the_proxy(
+    stack_env: Proxy, healthy: FakeOllama, capsys: pytest.CaptureFixture[str]
+) -> None:
     data = models.collect()
     by_name = {row["name"]: row for row in data}
     assert [row["name"] for row in data] == TIERS
@@ -57,8 +59,15 @@ def test_models_shows_each_tier_its_chain_and_keep_alive_from_the_proxy(stack_en
     assert by_name["think-9b"]["fallbacks"] == ["heavy"]
     assert by_name["tiny"]["fallbacks"] == []
     assert {n: by_name[n]["keep_alive"] for n in TIERS} == {
-        "fast-9b": "15m", "fast-3b": "5m", "fast-1b": "2m", "think-9b": "15m", "coder-30b": "30s",
-        "heavy": None, "tiny": None, "council": None}
+        "fast-9b": "15m",
+        "fast-3b": "5m",
+        "fast-1b": "2m",
+        "think-9b": "15m",
+        "coder-30b": "30s",
+        "heavy": None,
+        "tiny": None,
+        "council": None,
+    }
     assert (by_name["coder-30b"]["runtime"], by_name["coder-30b"]["model"]) == ("ollama", CODER)
     assert by_name["fast-9b"]["api_base"] == healthy.url  # the proxy's resolved address, not the yaml's reference
     assert (by_name["heavy"]["runtime"], by_name["heavy"]["now"]) == ("llama.cpp", "server answers")
@@ -119,9 +128,13 @@ def test_models_with_a_rejected_key_falls_back_to_the_yaml(stack_env: Proxy, mon
 # -- ask doctor -------------------------------------------------------------------------------------------
 
 
-def test_doctor_all_ok_against_a_healthy_stack(stack_env: Proxy, healthy: FakeOllama, tiny_url: str,
-                                               fake_llama_swap: FakeOpenAI,
-                                               capsys: pytest.CaptureFixture[str]) -> None:
+def test_doctor_all_ok_against_a_healthy_stack(
+    stack_env: Proxy,
+    healthy: FakeOllama,
+    tiny_url: str,
+    fake_llama_swap: FakeOpenAI,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     started = time.monotonic()
     code, lines = doctor_lines(capsys, ram_gb=64)
     assert time.monotonic() - started < 5
@@ -144,8 +157,9 @@ def test_doctor_all_ok_against_a_healthy_stack(stack_env: Proxy, healthy: FakeOl
     assert not any("redis" in line for line in lines)
 
 
-def test_doctor_names_the_pull_for_a_missing_tag(stack_env: Proxy, healthy: FakeOllama,
-                                                 capsys: pytest.CaptureFixture[str]) -> None:
+def test_doctor_names_the_pull_for_a_missing_tag(
+    stack_env: Proxy, healthy: FakeOllama, capsys: pytest.CaptureFixture[str]
+) -> None:
     healthy.set_fault(CODER, "not_found")
     try:
         code, lines = doctor_lines(capsys, ram_gb=64)
@@ -153,7 +167,8 @@ def test_doctor_names_the_pull_for_a_missing_tag(stack_env: Proxy, healthy: Fake
         healthy.set_fault(CODER, None)
     assert code == 1
     assert [line for line in lines if line.startswith("FAIL")] == [
-        f"FAIL  ollama: {CODER} is not pulled (coder-30b) — fix: ollama pull {CODER}"]
+        f"FAIL  ollama: {CODER} is not pulled (coder-30b) — fix: ollama pull {CODER}"
+    ]
 
 
 def test_doctor_with_the_proxy_down_says_ask_serve_and_still_checks_the_rest(
@@ -170,16 +185,18 @@ def test_doctor_with_the_proxy_down_says_ask_serve_and_still_checks_the_rest(
     assert any("fast-9b" in line and "coder-30b" in line and "cannot be resident together" in line for line in lines)
 
 
-def test_doctor_says_when_the_key_is_not_the_proxys(stack_env: Proxy, monkeypatch: pytest.MonkeyPatch,
-                                                    capsys: pytest.CaptureFixture[str]) -> None:
+def test_doctor_says_when_the_key_is_not_the_proxys(
+    stack_env: Proxy, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.delenv("LITELLM_MASTER_KEY")
     paths.private_dir(paths.key_file().parent)
     paths.key_file().write_text("sk-another-machines-key\n")
     code, lines = doctor_lines(capsys, ram_gb=64)
     assert code == 1
     [rejected] = [line for line in lines if "key rejected" in line]
-    assert rejected.startswith(f"FAIL  key rejected: the proxy runs with another LITELLM_MASTER_KEY than "
-                               f"{paths.key_file()} — fix: ")
+    assert rejected.startswith(
+        f"FAIL  key rejected: the proxy runs with another LITELLM_MASTER_KEY than {paths.key_file()} — fix: "
+    )
     assert f"ok    proxy answers at {stack_env.url}" in lines
 
 
@@ -187,8 +204,10 @@ def test_budget_on_a_24_gb_machine_names_the_pairs_that_cannot_be_resident_toget
     tiers = models.tiers_from_config(stack_config.load(CONFIG))
     lines = [c.line() for c in doctor.budget_checks(tiers, 24 * doctor.GIB)]
     assert lines[0] == "ok    budget: 24.0 GB RAM − 12 GB for the OS and open apps = 12.0 GB for models"
-    assert ("ok    budget: fast-9b/think-9b (7.2 GB) + coder-30b (19.5 GB) = 26.7 GB > 12.0 GB available: "
-            "cannot be resident together — that is why coder-30b's keep_alive is 30s") in lines
+    assert (
+        "ok    budget: fast-9b/think-9b (7.2 GB) + coder-30b (19.5 GB) = 26.7 GB > 12.0 GB available: "
+        "cannot be resident together — that is why coder-30b's keep_alive is 30s"
+    ) in lines
     pairs = [line for line in lines if " + " in line]
     assert len(pairs) == 3 and all("coder-30b" in line for line in pairs)  # fast-9b and think-9b: one blob
     assert any(line.startswith("warn  budget: coder-30b (19.5 GB) alone is more than") for line in lines)
@@ -197,8 +216,10 @@ def test_budget_on_a_24_gb_machine_names_the_pairs_that_cannot_be_resident_toget
 
 
 def test_budget_warns_when_neither_of_a_crowded_pair_leaves_quickly() -> None:
-    tiers = [models.Tier("a", "ollama", "a:1", "http://x", "15m", 8.0),
-             models.Tier("b", "ollama", "b:1", "http://x", "10m", 8.0)]
+    tiers = [
+        models.Tier("a", "ollama", "a:1", "http://x", "15m", 8.0),
+        models.Tier("b", "ollama", "b:1", "http://x", "10m", 8.0),
+    ]
     [_, pair] = doctor.budget_checks(tiers, 24 * doctor.GIB)
     assert pair.status == "warn" and "neither leaves within a minute" in pair.what
 
@@ -255,8 +276,10 @@ def test_redis_down_is_a_fail_with_the_fix(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setenv("REDIS_HOST", "127.0.0.1")
     monkeypatch.setenv("REDIS_PORT", port)
     [check] = doctor.check_redis()
-    assert check.line() == (f"FAIL  redis at 127.0.0.1:{port}: connection refused — fix: start it (brew services "
-                            "start redis, or redis-server), or unset REDIS_HOST to cache in the proxy")
+    assert check.line() == (
+        f"FAIL  redis at 127.0.0.1:{port}: connection refused — fix: start it (brew services "
+        "start redis, or redis-server), or unset REDIS_HOST to cache in the proxy"
+    )
 
 
 # -- small pieces ------------------------------------------------------------------------------------------
@@ -264,8 +287,10 @@ def test_redis_down_is_a_fail_with_the_fix(monkeypatch: pytest.MonkeyPatch) -> N
 
 def test_expiry_parsing_and_wording() -> None:
     now = 1_800_000_000.0
-    assert models.parse_expiry("2026-11-23T11:02:45.500000001Z") == datetime(2026, 11, 23, 11, 2, 45, 500000,
-                                                                             tzinfo=UTC).timestamp()
+    assert (
+        models.parse_expiry("2026-11-23T11:02:45.500000001Z")
+        == datetime(2026, 11, 23, 11, 2, 45, 500000, tzinfo=UTC).timestamp()
+    )
     in_paris = models.parse_expiry("2026-11-23T12:02:45.186192873+01:00")
     assert in_paris == models.parse_expiry("2026-11-23T11:02:45.186192Z")
     assert models.parse_expiry("not a time") is None
@@ -273,14 +298,23 @@ def test_expiry_parsing_and_wording() -> None:
     assert models.describe_expiry(now + 10_000 * 86400 * 365, now).startswith("loaded, kept until Ollama stops")
     assert (models.human_duration(45), models.human_duration(7500)) == ("45s", "2h05m")
     assert [doctor.keep_alive_seconds(v) for v in ("30s", "15m", "1h30m", "300", "-1", "soon")] == [
-        30, 900, 5400, 300, None, None]
+        30,
+        900,
+        5400,
+        300,
+        None,
+        None,
+    ]
 
 
 def test_loopback_defaults_match_plugins_environment() -> None:
     """Copied rather than imported (importing it mutates os.environ); they must not drift apart."""
     tree = ast.parse((ROOT / "plugins" / "environment.py").read_text())
-    [value] = [node.value for node in ast.walk(tree)
-               if isinstance(node, ast.AnnAssign) and getattr(node.target, "id", "") == "BACKEND_DEFAULTS"]
+    [value] = [
+        node.value
+        for node in ast.walk(tree)
+        if isinstance(node, ast.AnnAssign) and getattr(node.target, "id", "") == "BACKEND_DEFAULTS"
+    ]
     assert ast.literal_eval(value) == models.BACKEND_DEFAULTS
 
 
@@ -306,6 +340,7 @@ def test_doctor_reports_the_database_state(monkeypatch: pytest.MonkeyPatch) -> N
         listener.bind(("127.0.0.1", port))
         listener.listen()
         [up] = doctor.check_database(timeout=1)
-    assert up.status == "ok" and up.what == (f"database: PostgreSQL answers at 127.0.0.1:{port} "
-                                             f"(postgresql://litellm@127.0.0.1:{port}/litellm)")
+    assert up.status == "ok" and up.what == (
+        f"database: PostgreSQL answers at 127.0.0.1:{port} (postgresql://litellm@127.0.0.1:{port}/litellm)"
+    )
     assert "hunter2-secret" not in "".join(c.line() for c in (down, up))

@@ -32,14 +32,19 @@ def _get(path: str) -> dict | None:
 
 pytestmark = pytest.mark.skipif(_get("/api/version") is None, reason=f"no Ollama answers at {OLLAMA}")
 
-TIERS = [m for m in stack_config.tiers(stack_config.load(CONFIG))
-         if m["litellm_params"]["model"].startswith("ollama_chat/")]
+TIERS = [
+    m for m in stack_config.tiers(stack_config.load(CONFIG)) if m["litellm_params"]["model"].startswith("ollama_chat/")
+]
 
 
 @pytest.fixture(scope="module")
 def real(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
-    with running_proxy(tmp_path_factory.mktemp("real-ollama"), OLLAMA_API_BASE=OLLAMA,
-                       TINY_API_BASE=closed_port_url("/v1"), LLAMA_SWAP_API_BASE=closed_port_url("/v1")) as proxy:
+    with running_proxy(
+        tmp_path_factory.mktemp("real-ollama"),
+        OLLAMA_API_BASE=OLLAMA,
+        TINY_API_BASE=closed_port_url("/v1"),
+        LLAMA_SWAP_API_BASE=closed_port_url("/v1"),
+    ) as proxy:
         yield proxy
 
 

@@ -33,18 +33,27 @@ def redis() -> Iterator[Redis]:
 
 
 @pytest.fixture(scope="module")
-def redis_proxy(tmp_path_factory: pytest.TempPathFactory, redis: Redis, fake_ollama: FakeOllama,
-                tiny_url: str) -> Iterator[Proxy]:
+def redis_proxy(
+    tmp_path_factory: pytest.TempPathFactory, redis: Redis, fake_ollama: FakeOllama, tiny_url: str
+) -> Iterator[Proxy]:
     tmp = tmp_path_factory.mktemp("redis-proxy")
-    config = stack_config.write_private(stack_config.with_redis(stack_config.load(CONFIG)),
-                                        tmp / "litellm-config.redis.yaml")
-    with running_proxy(tmp, config=config, OLLAMA_API_BASE=fake_ollama.url, TINY_API_BASE=tiny_url,
-                       REDIS_HOST="127.0.0.1", REDIS_PORT=str(redis.port)) as proxy:
+    config = stack_config.write_private(
+        stack_config.with_redis(stack_config.load(CONFIG)), tmp / "litellm-config.redis.yaml"
+    )
+    with running_proxy(
+        tmp,
+        config=config,
+        OLLAMA_API_BASE=fake_ollama.url,
+        TINY_API_BASE=tiny_url,
+        REDIS_HOST="127.0.0.1",
+        REDIS_PORT=str(redis.port),
+    ) as proxy:
         yield proxy
 
 
-def test_answers_are_cached_in_redis_with_an_explicit_ttl(redis_proxy: Proxy, redis: Redis,
-                                                          fake_ollama: FakeOllama) -> None:
+def test_answers_are_cached_in_redis_with_an_explicit_ttl(
+    redis_proxy: Proxy, redis: Redis, fake_ollama: FakeOllama
+) -> None:
     fake_ollama.reset()
     first = redis_proxy.chat("fast-3b", "redis cached")
     second = redis_proxy.chat("fast-3b", "redis cached")
@@ -78,10 +87,17 @@ def test_redis_down_then_back(redis_proxy: Proxy, redis: Redis, fake_ollama: Fak
 
 
 def test_unreachable_redis_at_start_still_serves(tmp_path: Path, fake_ollama: FakeOllama, tiny_url: str) -> None:
-    config = stack_config.write_private(stack_config.with_redis(stack_config.load(CONFIG)),
-                                        tmp_path / "litellm-config.redis.yaml")
-    with running_proxy(tmp_path, config=config, OLLAMA_API_BASE=fake_ollama.url, TINY_API_BASE=tiny_url,
-                       REDIS_HOST="127.0.0.1", REDIS_PORT=str(free_port())) as proxy:
+    config = stack_config.write_private(
+        stack_config.with_redis(stack_config.load(CONFIG)), tmp_path / "litellm-config.redis.yaml"
+    )
+    with running_proxy(
+        tmp_path,
+        config=config,
+        OLLAMA_API_BASE=fake_ollama.url,
+        TINY_API_BASE=tiny_url,
+        REDIS_HOST="127.0.0.1",
+        REDIS_PORT=str(free_port()),
+    ) as proxy:
         fake_ollama.reset()
         for _ in range(2):
             resp = proxy.chat("fast-3b", "no redis at all")
@@ -90,17 +106,40 @@ def test_unreachable_redis_at_start_still_serves(tmp_path: Path, fake_ollama: Fa
 
 
 @pytest.mark.parametrize("case", ["wrong password", "unreachable"])
-def test_ask_serve_says_once_what_is_wrong_with_redis_and_serves(tmp_path: Path, fake_ollama: FakeOllama,
-                                                                 tiny_url: str, case: str) -> None:
+def test_ask_serve_says_once_what_is_wrong_with_redis_and_serves(
+    tmp_path: Path, fake_ollama: FakeOllama, tiny_url: str, case: str
+) -> None:
     """`ask serve` with a Redis it cannot use: one clear line that names the problem and the fix, then answers."""
     server = Redis(free_port(), password="the-right-one").start() if case == "wrong password" else None
     port = server.port if server else free_port()
-    env = stack_env(tmp_path, OLLAMA_API_BASE=fake_ollama.url, TINY_API_BASE=tiny_url, REDIS_HOST="127.0.0.1",
-                    REDIS_PORT=str(port), REDIS_PASSWORD="a-wrong-one")
+    env = stack_env(
+        tmp_path,
+        OLLAMA_API_BASE=fake_ollama.url,
+        TINY_API_BASE=tiny_url,
+        REDIS_HOST="127.0.0.1",
+        REDIS_PORT=str(port),
+        REDIS_PASSWORD="a-wrong-one",
+    )
     try:
-        result = subprocess.run([sys.executable, "-m", "ask_cli", "serve", "--no-embedded", "--port",
-                                 str(free_port()), "--ask", "Say hello.", "--exit"],
-                                cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "ask_cli",
+                "serve",
+                "--no-embedded",
+                "--port",
+                str(free_port()),
+                "--ask",
+                "Say hello.",
+                "--exit",
+            ],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
     finally:
         if server:
             server.stop()
@@ -109,6 +148,7 @@ def test_ask_serve_says_once_what_is_wrong_with_redis_and_serves(tmp_path: Path,
     ours = [line for line in result.stderr.splitlines() if line.startswith("warning: redis at")]
     assert len(ours) == 1, result.stderr[-2000:]
     assert ours[0].startswith(f"warning: redis at 127.0.0.1:{port}: ")
-    assert ours[0].endswith("set REDIS_PASSWORD to the server's password)" if server else
-                            "or unset REDIS_HOST to cache in the proxy)")
+    assert ours[0].endswith(
+        "set REDIS_PASSWORD to the server's password)" if server else "or unset REDIS_HOST to cache in the proxy)"
+    )
     assert "a-wrong-one" not in result.stderr  # the password is never printed

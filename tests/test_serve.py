@@ -17,8 +17,9 @@ from tests.stack import CONFIG, ROOT, closed_port_url, free_port, stack_env
 
 
 def run_ask(*args: str, env: dict[str, str] | None = None, timeout: float = 180) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "ask_cli", *args], capture_output=True, text=True,
-                          env=env, timeout=timeout, cwd=ROOT)
+    return subprocess.run(
+        [sys.executable, "-m", "ask_cli", *args], capture_output=True, text=True, env=env, timeout=timeout, cwd=ROOT
+    )
 
 
 def test_missing_plugin_is_named_and_exits_non_zero(tmp_path: Path) -> None:
@@ -81,12 +82,20 @@ def test_fresh_machine_gets_a_real_answer_then_stops_cleanly(tmp_path: Path) -> 
     """What `./run` does after installing: no Ollama anywhere, the embedded model answers, the demotion is
     shown, the master key is generated 0600, and SIGTERM stops both processes."""
     proxy_port, tiny_port = free_port(), free_port()
-    env = stack_env(tmp_path, OLLAMA_API_BASE=closed_port_url(), LLAMA_SWAP_API_BASE=closed_port_url("/v1"),
-                    TINY_API_BASE=f"http://127.0.0.1:{tiny_port}/v1")
+    env = stack_env(
+        tmp_path,
+        OLLAMA_API_BASE=closed_port_url(),
+        LLAMA_SWAP_API_BASE=closed_port_url("/v1"),
+        TINY_API_BASE=f"http://127.0.0.1:{tiny_port}/v1",
+    )
     del env["LITELLM_MASTER_KEY"]
     proc = subprocess.Popen(
         [sys.executable, "-m", "ask_cli", "serve", "--port", str(proxy_port), "--ask", "Say hello."],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         answer = proc.stdout.readline() if proc.stdout else ""  # the first line of the streamed answer
@@ -111,8 +120,13 @@ def _serving_until_embedded_is_up(tmp_path: Path) -> tuple[subprocess.Popen[byte
     """`ask serve` started with no Ollama, returned as soon as the embedded model listens (proxy not yet up)."""
     proxy_port, tiny_port = free_port(), free_port()
     env = stack_env(tmp_path, OLLAMA_API_BASE=closed_port_url(), TINY_API_BASE=f"http://127.0.0.1:{tiny_port}/v1")
-    proc = subprocess.Popen([sys.executable, "-m", "ask_cli", "serve", "--port", str(proxy_port)],
-                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ask_cli", "serve", "--port", str(proxy_port)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 60
     while not _listening(tiny_port):
         if time.monotonic() > deadline or proc.poll() is not None:
@@ -160,22 +174,28 @@ def test_cloud_refuses_a_config_that_routes_into_premium(tmp_path: Path) -> None
     assert result.returncode == 2
     assert [line for line in result.stderr.splitlines() if not line.startswith("cloud lane ")] == [
         f"ask: {config}: router_settings.fallbacks: 'think-9b' falls back to the premium tier 'premium'; premium is "
-        "reached only by name: remove it from the chain"]
+        "reached only by name: remove it from the chain"
+    ]
 
 
 def test_cloud_says_which_lanes_are_absent_and_serves(tmp_path: Path, fake_ollama: object, tiny_url: str) -> None:
-    env = stack_env(tmp_path, OLLAMA_API_BASE=fake_ollama.url, TINY_API_BASE=tiny_url,  # type: ignore[attr-defined]
-                    GROQ_API_KEY="sk-groq-test")
-    result = run_ask("serve", "--cloud", "--no-embedded", "--port", str(free_port()), "--ask", "hi", "--exit",
-                     env=env)
+    env = stack_env(
+        tmp_path,
+        OLLAMA_API_BASE=fake_ollama.url,
+        TINY_API_BASE=tiny_url,  # type: ignore[attr-defined]
+        GROQ_API_KEY="sk-groq-test",
+    )
+    result = run_ask("serve", "--cloud", "--no-embedded", "--port", str(free_port()), "--ask", "hi", "--exit", env=env)
 
     assert result.returncode == 0, result.stderr[-2000:]
     absent = [line for line in result.stderr.splitlines() if line.startswith("cloud lane ")]
-    assert absent == ["cloud lane cloud-free: cerebras absent, set CEREBRAS_API_KEY",
-                      "cloud lane cloud-free: gemini absent, set GEMINI_API_KEY",
-                      "cloud lane cloud-free: openrouter absent, set OPENROUTER_API_KEY",
-                      "cloud lane reasoning: cerebras absent, set CEREBRAS_API_KEY",
-                      "cloud lane premium: anthropic absent, set ANTHROPIC_API_KEY"]
+    assert absent == [
+        "cloud lane cloud-free: cerebras absent, set CEREBRAS_API_KEY",
+        "cloud lane cloud-free: gemini absent, set GEMINI_API_KEY",
+        "cloud lane cloud-free: openrouter absent, set OPENROUTER_API_KEY",
+        "cloud lane reasoning: cerebras absent, set CEREBRAS_API_KEY",
+        "cloud lane premium: anthropic absent, set ANTHROPIC_API_KEY",
+    ]
     assert "sk-groq-test" not in result.stderr
     derived = tmp_path / "data" / "ask" / "litellm-config.derived.yaml"
     assert stat.S_IMODE(derived.stat().st_mode) == 0o600 and "groq/llama-3.3-70b-versatile" in derived.read_text()
@@ -191,4 +211,5 @@ def test_a_secrets_file_others_can_read_stops_the_start(tmp_path: Path) -> None:
 
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        f"ask: {secrets} is readable by others (-rw-r--r--): chmod 600 {secrets}"]
+        f"ask: {secrets} is readable by others (-rw-r--r--): chmod 600 {secrets}"
+    ]

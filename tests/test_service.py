@@ -89,8 +89,9 @@ def calls(machine: Path) -> list[list[str]]:
 
 
 def run_ask(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "ask_cli", *args], input=stdin, capture_output=True, text=True,
-                          cwd=ROOT, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "ask_cli", *args], input=stdin, capture_output=True, text=True, cwd=ROOT, timeout=60
+    )
 
 
 def rendered(kind: str, name: str, home: Path) -> service.Rendered:
@@ -123,8 +124,16 @@ def test_the_proxy_service_runs_ask_serve_from_this_venv_with_the_addresses_set(
     monkeypatch.setenv("OLLAMA_API_BASE", "http://192.168.1.100:11434")
     plist = plistlib.loads(rendered("launchd", "proxy", machine / "home").text.encode())
 
-    assert plist["ProgramArguments"] == [str(Path(sys.executable).absolute()), "-m", "ask_cli", "serve", "--config",
-                                         str(ROOT / "litellm-config.yaml"), "--port", "4000"]
+    assert plist["ProgramArguments"] == [
+        str(Path(sys.executable).absolute()),
+        "-m",
+        "ask_cli",
+        "serve",
+        "--config",
+        str(ROOT / "litellm-config.yaml"),
+        "--port",
+        "4000",
+    ]
     assert plist["WorkingDirectory"] == str(ROOT)
     env = plist["EnvironmentVariables"]
     assert env["OLLAMA_API_BASE"] == "http://192.168.1.100:11434"
@@ -138,8 +147,11 @@ def test_ollama_gets_the_environment_the_stack_expects(machine: Path) -> None:
     env = plistlib.loads(rendered("launchd", "ollama", machine / "home").text.encode())["EnvironmentVariables"]
     assert env["OLLAMA_HOST"].startswith("127.0.0.1:")
     config = yaml.safe_load((ROOT / "litellm-config.yaml").read_text())
-    contexts = {m["litellm_params"]["num_ctx"] for m in config["model_list"]
-                if m["litellm_params"]["model"].startswith("ollama")}
+    contexts = {
+        m["litellm_params"]["num_ctx"]
+        for m in config["model_list"]
+        if m["litellm_params"]["model"].startswith("ollama")
+    }
     assert {int(env["OLLAMA_CONTEXT_LENGTH"])} == contexts  # Ollama's default context = what the tiers ask for
     assert int(env["OLLAMA_MAX_LOADED_MODELS"]) >= 2 and env["OLLAMA_KEEP_ALIVE"]
 
@@ -172,8 +184,10 @@ def test_install_shows_then_writes_then_loads_and_uninstall_undoes_it(machine: P
     assert {oct(p.stat().st_mode & 0o777) for p in agents.iterdir()} == {"0o600"}
     uid = os.getuid()
     boots = [c for c in calls(machine) if c[1] == "bootstrap"]
-    assert boots == [["launchctl", "bootstrap", f"gui/{uid}", str(agents / f"com.local-llm-stack.{n}.plist")]
-                     for n in service.SERVICES]
+    assert boots == [
+        ["launchctl", "bootstrap", f"gui/{uid}", str(agents / f"com.local-llm-stack.{n}.plist")]
+        for n in service.SERVICES
+    ]
     key_file = machine / "config" / "ask" / "master.key"  # conftest's XDG_CONFIG_HOME
     assert key_file.read_text().strip() == KEY and key_file.stat().st_mode & 0o777 == 0o600  # the shell's key
     assert f"master key: the key file {key_file}, holding $LITELLM_MASTER_KEY" in result.stdout
@@ -185,7 +199,8 @@ def test_install_shows_then_writes_then_loads_and_uninstall_undoes_it(machine: P
     assert gone.returncode == 0, gone.stderr
     assert list(agents.iterdir()) == []
     assert [c[2] for c in calls(machine) if c[1] == "bootout"] == [
-        f"gui/{uid}/com.local-llm-stack.{n}" for n in service.SERVICES]
+        f"gui/{uid}/com.local-llm-stack.{n}" for n in service.SERVICES
+    ]
     after = run_ask("service", "status", "--manager", "launchd")
     assert after.returncode == 0 and after.stdout.count("not installed") == 3
 
@@ -218,8 +233,10 @@ def test_nothing_is_written_without_consent(machine: Path, args: list[str]) -> N
     assert "will write" in result.stdout
     assert result.returncode == (0 if args else 2)
     if not args:
-        assert result.stderr.strip() == "ask: not a terminal: add --yes to install without a prompt (or --dry-run " \
-                                        "to only look)"
+        assert (
+            result.stderr.strip() == "ask: not a terminal: add --yes to install without a prompt (or --dry-run "
+            "to only look)"
+        )
     assert not (machine / "home" / "Library" / "LaunchAgents").exists()
     assert [c for c in calls(machine) if c[1] != "print"] == []
 
@@ -240,11 +257,18 @@ def test_systemd_user_units_install_and_uninstall(machine: Path) -> None:
 def test_bad_input_is_one_line(machine: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     unknown = run_ask("service", "install", "postgres", "--yes", "--manager", "launchd")
     assert (unknown.returncode, unknown.stderr.strip()) == (
-        2, "ask: unknown service 'postgres': choose from proxy, ollama, redis or all")
+        2,
+        "ask: unknown service 'postgres': choose from proxy, ollama, redis or all",
+    )
     monkeypatch.setenv("PATH", "/nonexistent")
-    no_ollama = subprocess.run([sys.executable, "-m", "ask_cli", "service", "install", "ollama", "--yes",
-                                "--manager", "launchd"], capture_output=True, text=True, cwd=ROOT, timeout=60,
-                               env={**os.environ, "PATH": str(machine / "nothing")})
+    no_ollama = subprocess.run(
+        [sys.executable, "-m", "ask_cli", "service", "install", "ollama", "--yes", "--manager", "launchd"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+        env={**os.environ, "PATH": str(machine / "nothing")},
+    )
     assert no_ollama.returncode == 2 and no_ollama.stderr.startswith("ask: ollama not found on PATH: install it")
 
 
@@ -267,14 +291,21 @@ def launch(plist: dict, env_extra: dict[str, str]) -> subprocess.Popen[bytes]:
     log.parent.mkdir(parents=True, exist_ok=True)
     env = {**plist.get("EnvironmentVariables", {}), "HOME": os.environ["HOME"], "USER": "tester", **env_extra}
     out = log.open("ab")
-    return subprocess.Popen(plist["ProgramArguments"], env=env, cwd=plist.get("WorkingDirectory"), stdout=out,
-                            stderr=subprocess.STDOUT, start_new_session=True)
+    return subprocess.Popen(
+        plist["ProgramArguments"],
+        env=env,
+        cwd=plist.get("WorkingDirectory"),
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
 
 
 def test_the_rendered_redis_service_serves_and_stops_cleanly(machine: Path) -> None:
     port = free_port()
-    svc = service.render(service.manager_for("launchd", machine / "home"), "redis", ROOT / "litellm-config.yaml",
-                         redis_port=port)
+    svc = service.render(
+        service.manager_for("launchd", machine / "home"), "redis", ROOT / "litellm-config.yaml", redis_port=port
+    )
     proc = launch(plistlib.loads(svc.text.encode()), {})
     try:
         deadline = time.monotonic() + 10
@@ -292,8 +323,9 @@ def test_the_rendered_redis_service_serves_and_stops_cleanly(machine: Path) -> N
         assert proc.wait(timeout=10) == 0  # a clean stop: KeepAlive/SuccessfulExit=false leaves it stopped
 
 
-def test_the_rendered_proxy_service_answers_and_stops_cleanly(machine: Path, monkeypatch: pytest.MonkeyPatch,
-                                                              tiny_url: str) -> None:
+def test_the_rendered_proxy_service_answers_and_stops_cleanly(
+    machine: Path, monkeypatch: pytest.MonkeyPatch, tiny_url: str
+) -> None:
     """The plist's command, environment and working directory are enough: the key comes from its 0600 file."""
     monkeypatch.delenv("LITELLM_MASTER_KEY")
     monkeypatch.setenv("XDG_CONFIG_HOME", str(machine / "config"))
@@ -302,8 +334,9 @@ def test_the_rendered_proxy_service_answers_and_stops_cleanly(machine: Path, mon
     with FakeOllama() as fake:
         monkeypatch.setenv("OLLAMA_API_BASE", fake.url)
         monkeypatch.setenv("TINY_API_BASE", tiny_url)
-        svc = service.render(service.manager_for("launchd", machine / "home"), "proxy", ROOT / "litellm-config.yaml",
-                             port=port)
+        svc = service.render(
+            service.manager_for("launchd", machine / "home"), "proxy", ROOT / "litellm-config.yaml", port=port
+        )
         from ask_cli import paths
 
         key = paths.master_key()
@@ -314,9 +347,12 @@ def test_the_rendered_proxy_service_answers_and_stops_cleanly(machine: Path, mon
             while not service._answers(f"http://127.0.0.1:{port}/health/liveliness"):
                 assert proc.poll() is None and time.monotonic() < deadline, svc.log.read_text()[-2000:]
                 time.sleep(0.5)
-            resp = httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions", timeout=60,
-                              headers={"Authorization": f"Bearer {key}"},
-                              json={"model": "fast-9b", "messages": [{"role": "user", "content": "from launchd"}]})
+            resp = httpx.post(
+                f"http://127.0.0.1:{port}/v1/chat/completions",
+                timeout=60,
+                headers={"Authorization": f"Bearer {key}"},
+                json={"model": "fast-9b", "messages": [{"role": "user", "content": "from launchd"}]},
+            )
             assert resp.status_code == 200 and resp.headers["x-served-by"] == "fast-9b"
         finally:
             os.kill(proc.pid, signal.SIGTERM)
@@ -329,8 +365,9 @@ def test_the_cloud_proxy_service_keeps_its_keys_in_the_secrets_file(machine: Pat
     result = run_ask("service", "install", "proxy", "--cloud", "--yes", "--manager", "launchd")
 
     assert result.returncode == 0, result.stderr
-    plist = plistlib.loads((machine / "home" / "Library" / "LaunchAgents" / "com.local-llm-stack.proxy.plist")
-                           .read_bytes())
+    plist = plistlib.loads(
+        (machine / "home" / "Library" / "LaunchAgents" / "com.local-llm-stack.proxy.plist").read_bytes()
+    )
     assert plist["ProgramArguments"][-1] == "--cloud"
     secrets = machine / "config" / "ask" / "secrets.env"
     assert secrets.stat().st_mode & 0o777 == 0o600 and f"{secrets} (0600)" in result.stdout

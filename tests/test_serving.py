@@ -18,12 +18,19 @@ def keep_alives(fake: FakeOllama) -> list[tuple[str, object]]:
     return [(r.model, (r.body or {}).get("keep_alive")) for r in fake.chat_requests()]
 
 
-@pytest.mark.parametrize(("tier", "tag", "policy"), [
-    ("fast-9b", NINE_B, "15m"), ("fast-3b", THREE_B, "5m"), ("fast-1b", "gemma3:1b", "2m"),
-    ("think-9b", NINE_B, "15m"), ("coder-30b", "qwen3-coder:30b", "30s"),
-])
-def test_each_ollama_tier_sends_its_keep_alive(proxy: Proxy, healthy: FakeOllama, tier: str, tag: str,
-                                               policy: str) -> None:
+@pytest.mark.parametrize(
+    ("tier", "tag", "policy"),
+    [
+        ("fast-9b", NINE_B, "15m"),
+        ("fast-3b", THREE_B, "5m"),
+        ("fast-1b", "gemma3:1b", "2m"),
+        ("think-9b", NINE_B, "15m"),
+        ("coder-30b", "qwen3-coder:30b", "30s"),
+    ],
+)
+def test_each_ollama_tier_sends_its_keep_alive(
+    proxy: Proxy, healthy: FakeOllama, tier: str, tag: str, policy: str
+) -> None:
     assert proxy.chat(tier, f"keep {tier}").headers["x-served-by"] == tier
     assert keep_alives(healthy) == [(tag, policy)]
 
@@ -39,8 +46,9 @@ def test_coder_is_evicted_from_ollama_ps_quickly(proxy: Proxy, healthy: FakeOlla
         loaded = {m["name"]: m["expires_at"] for m in json.load(resp)["models"]}
     from datetime import datetime
 
-    left = {name: (datetime.fromisoformat(at) - datetime.now().astimezone()).total_seconds()
-            for name, at in loaded.items()}
+    left = {
+        name: (datetime.fromisoformat(at) - datetime.now().astimezone()).total_seconds() for name, at in loaded.items()
+    }
     assert 0 < left["qwen3-coder:30b"] <= 30
     assert 14 * 60 < left[NINE_B] <= 15 * 60
 
@@ -120,10 +128,16 @@ def test_a_request_without_the_right_key_is_refused(proxy: Proxy, healthy: FakeO
 
 def test_webhook_alert_on_demotion(tmp_path: Path, fake_ollama: FakeOllama, tiny_url: str) -> None:
     """One Slack-compatible alert for a burst of demotions (rate-limited), and the answers are unaffected."""
-    with FakeOpenAI("slack") as hook, running_proxy(
-        tmp_path, OLLAMA_API_BASE=fake_ollama.url, TINY_API_BASE=tiny_url,
-        DEMOTION_WEBHOOK_URL=hook.url + "/hook", DEMOTION_WEBHOOK_MIN_INTERVAL_S="300",
-    ) as proxy:
+    with (
+        FakeOpenAI("slack") as hook,
+        running_proxy(
+            tmp_path,
+            OLLAMA_API_BASE=fake_ollama.url,
+            TINY_API_BASE=tiny_url,
+            DEMOTION_WEBHOOK_URL=hook.url + "/hook",
+            DEMOTION_WEBHOOK_MIN_INTERVAL_S="300",
+        ) as proxy,
+    ):
         fake_ollama.reset()
         fake_ollama.set_fault(NINE_B, "http_500")
         for i in range(3):
@@ -141,8 +155,12 @@ def test_webhook_alert_on_demotion(tmp_path: Path, fake_ollama: FakeOllama, tiny
 @pytest.fixture(scope="module")
 def no_ollama(tmp_path_factory: pytest.TempPathFactory, tiny_url: str) -> Iterator[Proxy]:
     """A fresh machine: nothing listens where Ollama should be; the embedded model is real."""
-    with running_proxy(tmp_path_factory.mktemp("no-ollama"), OLLAMA_API_BASE=closed_port_url(),
-                       TINY_API_BASE=tiny_url, LLAMA_SWAP_API_BASE=closed_port_url("/v1")) as proxy:
+    with running_proxy(
+        tmp_path_factory.mktemp("no-ollama"),
+        OLLAMA_API_BASE=closed_port_url(),
+        TINY_API_BASE=tiny_url,
+        LLAMA_SWAP_API_BASE=closed_port_url("/v1"),
+    ) as proxy:
         yield proxy
 
 
@@ -150,9 +168,14 @@ def no_ollama(tmp_path_factory: pytest.TempPathFactory, tiny_url: str) -> Iterat
 @pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
 def test_without_ollama_fast_9b_is_answered_by_tiny_with_real_tokens(no_ollama: Proxy, stream: bool) -> None:
     # SmolLM2 answers sensibly with a system prompt; without one its template's default derails it.
-    ask = {"messages": [{"role": "system", "content": "You are a helpful assistant."},
-                        {"role": "user", "content": f"What is the capital of France? ({stream})"}],
-           "max_tokens": 24, "temperature": 0}
+    ask = {
+        "messages": [
+            {"role": "system", "content": "You are a helpful assistant."},
+            {"role": "user", "content": f"What is the capital of France? ({stream})"},
+        ],
+        "max_tokens": 24,
+        "temperature": 0,
+    }
     if stream:
         result = no_ollama.stream("fast-9b", **ask)
         headers, text = result.headers, result.text
@@ -173,8 +196,12 @@ def test_without_ollama_fast_9b_is_answered_by_tiny_with_real_tokens(no_ollama: 
 def test_anthropic_messages_endpoint_says_who_served(proxy: Proxy, healthy: FakeOllama, stream: bool) -> None:
     """Claude Code speaks /v1/messages: a demotion there must be as visible as on chat completions."""
     healthy.set_fault("qwen3-coder:30b", "http_500")
-    body = {"model": "coder-30b", "max_tokens": 32, "stream": stream,
-            "messages": [{"role": "user", "content": f"anthropic {stream}"}]}
+    body = {
+        "model": "coder-30b",
+        "max_tokens": 32,
+        "stream": stream,
+        "messages": [{"role": "user", "content": f"anthropic {stream}"}],
+    }
     with proxy.client.stream("POST", "/v1/messages", json=body) as resp:
         resp.read()
     assert resp.status_code == 200

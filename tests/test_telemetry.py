@@ -20,13 +20,25 @@ ROOT = Path(__file__).resolve().parent.parent
 SEED_LINE = json.loads("""{"ts":1777978067.96,"model":"fast-9b","served_by":"fast-9b",
  "prompt_hash":"775a61d9","prompt_chars":22,"response_chars":2,
  "latency_s":0.003,"cache_hit":true,"demoted":false,"exit_code":0}""")
-OPTIONAL = {"tokens": (int, type(None)), "ttft_s": (float, type(None)), "error": (str, type(None)),
-            "lane": (str, type(None))}
+OPTIONAL = {
+    "tokens": (int, type(None)),
+    "ttft_s": (float, type(None)),
+    "error": (str, type(None)),
+    "lane": (str, type(None)),
+}
 
 
 def call(**overrides: object) -> bool:
-    fields: dict = {"model": "fast-9b", "served_by": "fast-9b", "prompt": "p", "response": "r", "latency_s": 0.5,
-                    "cache_hit": False, "demoted": False, "exit_code": 0}
+    fields: dict = {
+        "model": "fast-9b",
+        "served_by": "fast-9b",
+        "prompt": "p",
+        "response": "r",
+        "latency_s": 0.5,
+        "cache_hit": False,
+        "demoted": False,
+        "exit_code": 0,
+    }
     return record(**{**fields, **overrides})
 
 
@@ -36,8 +48,17 @@ def lines() -> list[dict]:
 
 def test_line_has_the_seeds_fields_and_types() -> None:
     prompt = "Summarize: rates rise."
-    assert record(model="fast-9b", served_by="fast-9b", prompt=prompt, response="ok", latency_s=0.0031,
-                  cache_hit=True, demoted=False, exit_code=0, now=1777978067.9612)
+    assert record(
+        model="fast-9b",
+        served_by="fast-9b",
+        prompt=prompt,
+        response="ok",
+        latency_s=0.0031,
+        cache_hit=True,
+        demoted=False,
+        exit_code=0,
+        now=1777978067.9612,
+    )
     (entry,) = lines()
     assert list(entry) == [*SEED_LINE, *OPTIONAL]  # the seed's order, then the optional fields
     for name, example in SEED_LINE.items():
@@ -85,8 +106,9 @@ def test_sixteen_processes_lose_and_tear_no_line() -> None:
         "for i in range(200):\n"
         "    assert telemetry.append({'ts': 1.0, 'writer': w, 'seq': i, 'pad': 'x' * (100 + (w * 37 + i) % 300)})\n"
     )
-    procs = [subprocess.Popen([sys.executable, "-c", code, str(w)], cwd=ROOT, stderr=subprocess.PIPE)
-             for w in range(16)]
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code, str(w)], cwd=ROOT, stderr=subprocess.PIPE) for w in range(16)
+    ]
     for p in procs:
         _, err = p.communicate(timeout=60)
         assert p.returncode == 0, err.decode()
@@ -146,11 +168,31 @@ def test_percentile_nearest_rank() -> None:
 
 
 def hand_made_log() -> list[dict]:
-    def e(model: str, served: str, latency: float, hit: bool = False, demoted: bool = False, code: int = 0,
-          tokens: int | None = None, lane: str | None = None) -> dict:
-        entry = {"ts": 1000.0, "model": model, "served_by": served, "prompt_hash": "00000000", "prompt_chars": 1,
-                 "response_chars": 1, "latency_s": latency, "cache_hit": hit, "demoted": demoted, "exit_code": code,
-                 "tokens": tokens, "ttft_s": None, "error": None}
+    def e(
+        model: str,
+        served: str,
+        latency: float,
+        hit: bool = False,
+        demoted: bool = False,
+        code: int = 0,
+        tokens: int | None = None,
+        lane: str | None = None,
+    ) -> dict:
+        entry = {
+            "ts": 1000.0,
+            "model": model,
+            "served_by": served,
+            "prompt_hash": "00000000",
+            "prompt_chars": 1,
+            "response_chars": 1,
+            "latency_s": latency,
+            "cache_hit": hit,
+            "demoted": demoted,
+            "exit_code": code,
+            "tokens": tokens,
+            "ttft_s": None,
+            "error": None,
+        }
         return {**entry, "lane": lane} if lane else entry  # lines from before lanes existed have none
 
     return [
@@ -171,8 +213,12 @@ def test_stats_against_a_hand_made_log() -> None:
     for entry in hand_made_log():
         assert append(entry)
     s = stats(read())
-    assert s["lanes"] == {"local": {"calls": 5, "tokens": 135}, "free-cloud": {"calls": 1, "tokens": 40},
-                          "premium": {"calls": 1, "tokens": 300}, "cache": {"calls": 2, "tokens": 0}}
+    assert s["lanes"] == {
+        "local": {"calls": 5, "tokens": 135},
+        "free-cloud": {"calls": 1, "tokens": 40},
+        "premium": {"calls": 1, "tokens": 300},
+        "cache": {"calls": 2, "tokens": 0},
+    }
     assert list(s["models"])[:2] == ["fast-9b", "council"]  # by calls
     nine = s["models"]["fast-9b"]
     assert nine["calls"] == 6
@@ -208,16 +254,25 @@ def test_format_table() -> None:
     assert out[2].endswith("fast-9b 4, - 1, fast-3b 1")
     assert out[3].split()[:2] == ["council", "2"]
     assert out[-3].split()[:2] == ["total", "10"]
-    assert out[-1] == ("answers by lane: local 5 (135 tokens), free-cloud 1 (40 tokens), premium 1 (300 tokens), "
-                       "cache 2")
+    assert out[-1] == (
+        "answers by lane: local 5 (135 tokens), free-cloud 1 (40 tokens), premium 1 (300 tokens), cache 2"
+    )
     assert len(out) == 10 and set(out[1]) == {"-", " "}
     assert out[0].index("calls") + len("calls") == out[2].index("6") + 1  # numbers right-aligned under headers
 
 
-@pytest.mark.parametrize(("text", "seconds"), [
-    ("90s", 90.0), ("30m", 1800.0), ("24h", 86400.0), ("7d", 604800.0), ("2w", 1209600.0), ("1.5h", 5400.0),
-    (" 7D ", 604800.0),
-])
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("90s", 90.0),
+        ("30m", 1800.0),
+        ("24h", 86400.0),
+        ("7d", 604800.0),
+        ("2w", 1209600.0),
+        ("1.5h", 5400.0),
+        (" 7D ", 604800.0),
+    ],
+)
 def test_parse_since(text: str, seconds: float) -> None:
     assert parse_since(text) == seconds
 

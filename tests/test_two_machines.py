@@ -69,9 +69,15 @@ def machines(tmp_path_factory: pytest.TempPathFactory, tiny_url: str) -> Iterato
         proxies = []
         for name in ("one", "two"):
             (tmp / name).mkdir()
-            env = stack_env(tmp / name, OLLAMA_API_BASE=local.url, REMOTE_OLLAMA_API_BASE=remote.url,
-                            TINY_API_BASE=tiny_url, LLAMA_SWAP_API_BASE=local.url, REDIS_HOST="127.0.0.1",
-                            REDIS_PORT=str(redis.port))
+            env = stack_env(
+                tmp / name,
+                OLLAMA_API_BASE=local.url,
+                REMOTE_OLLAMA_API_BASE=remote.url,
+                TINY_API_BASE=tiny_url,
+                LLAMA_SWAP_API_BASE=local.url,
+                REDIS_HOST="127.0.0.1",
+                REDIS_PORT=str(redis.port),
+            )
             proxies.append(Proxy(env=env, port=free_port(), log_path=tmp / name / "proxy.log", config=config))
         start_both(proxies)
         try:
