@@ -100,7 +100,8 @@ def block(result: dict) -> str:
             "",
             "| median wall | median slowest member + chairman | median ratio | goal |",
             "|---|---|---|---|",
-            f"| {result['median_wall_s']:.3f} s | {result['median_reference_s']:.3f} s | {result['median_ratio']:.3f} | "
+            f"| {result['median_wall_s']:.3f} s | {result['median_reference_s']:.3f} s | "
+            f"{result['median_ratio']:.3f} | "
             f"≤ {result['goal_ratio']} ({verdict}) |",
         ]
     )
