@@ -18,8 +18,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from ask_cli import client, paths
-from ask_cli.models import TIMEOUT_S, Tier, Unreachable, fetch, fetch_json, normalize_tag, read_tiers
+from ask_cli import client
+from ask_cli.models import TIMEOUT_S, Unreachable, fetch, fetch_json, normalize_tag, read_tiers
+from contract import paths
+from contract.tiers import Deployment, Tiers
 
 # What macOS and the user's open apps hold, per the seed: "macOS plus everything I have open eats 12–16 GB".
 # The low end is taken, so a pair flagged here cannot fit even on a good day; on a 24 GB Mac that leaves 12 GB.
@@ -102,10 +104,10 @@ def check_proxy(timeout: float = TIMEOUT_S) -> list[Check]:
 # -- Ollama ------------------------------------------------------------------------------------------------
 
 
-def check_ollama(tiers: list[Tier], timeout: float = TIMEOUT_S) -> list[Check]:
+def check_ollama(tiers: Tiers, timeout: float = TIMEOUT_S) -> list[Check]:
     """Ollama answers (`/api/version`) at each address the Ollama tiers use, and every tag is pulled."""
     checks: list[Check] = []
-    bases = dict.fromkeys(t.api_base for t in tiers if t.is_ollama)
+    bases = dict.fromkeys(d.api_base for d in tiers.deployments() if d.is_ollama)
     for base in bases:
         try:
             version = fetch_json(f"{base}/api/version", timeout=timeout).get("version", "?")
@@ -123,9 +125,9 @@ def check_ollama(tiers: list[Tier], timeout: float = TIMEOUT_S) -> list[Check]:
             checks.append(Check("FAIL", f"ollama: /api/tags did not answer ({exc})", START_OLLAMA))
             continue
         by_tag: dict[str, list[str]] = {}
-        for tier in tiers:
-            if tier.is_ollama and tier.api_base == base:
-                by_tag.setdefault(tier.model, []).append(tier.name)
+        for deployment in tiers.deployments():
+            if deployment.is_ollama and deployment.api_base == base:
+                by_tag.setdefault(deployment.model, []).append(deployment.tier)
         for tag, names in by_tag.items():
             if normalize_tag(tag) in pulled:
                 checks.append(Check("ok", f"ollama: {tag} pulled ({', '.join(names)})"))
@@ -137,7 +139,7 @@ def check_ollama(tiers: list[Tier], timeout: float = TIMEOUT_S) -> list[Check]:
 # -- the embedded model and other OpenAI-compatible servers --------------------------------------------------
 
 
-def check_embedded(tiers: list[Tier], timeout: float = 1.0) -> list[Check]:
+def check_embedded(tiers: Tiers, timeout: float = 1.0) -> list[Check]:
     """The embedded tier's server answers; its weights and runtime are installed where `ask serve` would need them.
 
     Missing pieces are FAIL only when nothing answers: a server started elsewhere does not need them here.
@@ -147,44 +149,44 @@ def check_embedded(tiers: list[Tier], timeout: float = 1.0) -> list[Check]:
     from ask_cli import embedded
 
     checks: list[Check] = []
-    for tier in (t for t in tiers if t.runtime == "embedded"):
+    for tier in (d for d in tiers.deployments() if d.runtime == "embedded"):
         answers = embedded.wait_ready(tier.api_base, timeout)
         if answers:
-            checks.append(Check("ok", f"{tier.name}: the embedded model answers at {tier.api_base}"))
+            checks.append(Check("ok", f"{tier.tier}: the embedded model answers at {tier.api_base}"))
         else:
             checks.append(
                 Check(
                     "FAIL",
-                    f"{tier.name}: nothing answers at {tier.api_base}",
+                    f"{tier.tier}: nothing answers at {tier.api_base}",
                     "start the stack with `ask serve` (it starts the embedded model), "
                     "or run `python -m ask_cli.embedded` for that address",
                 )
             )
         missing = "warn" if answers else "FAIL"
         try:
-            checks.append(Check("ok", f"{tier.name}: weights installed ({_home(embedded.find_weights())})"))
+            checks.append(Check("ok", f"{tier.tier}: weights installed ({_home(embedded.find_weights())})"))
         except embedded.EmbeddedModelMissing:
             checks.append(
-                Check(missing, f"{tier.name}: the embedded model's weights are not installed", embedded.INSTALL_WEIGHTS)
+                Check(missing, f"{tier.tier}: the embedded model's weights are not installed", embedded.INSTALL_WEIGHTS)
             )
         try:
             runtime = find_spec("xllamacpp") is not None
         except (ImportError, ValueError):
             runtime = False
         if runtime:
-            checks.append(Check("ok", f"{tier.name}: llama.cpp runtime (xllamacpp) installed"))
+            checks.append(Check("ok", f"{tier.tier}: llama.cpp runtime (xllamacpp) installed"))
         else:
             checks.append(
-                Check(missing, f"{tier.name}: llama.cpp runtime (xllamacpp) is not installed", embedded.INSTALL_RUNTIME)
+                Check(missing, f"{tier.tier}: llama.cpp runtime (xllamacpp) is not installed", embedded.INSTALL_RUNTIME)
             )
     return checks
 
 
-def check_openai_servers(tiers: list[Tier], timeout: float = TIMEOUT_S) -> list[Check]:
+def check_openai_servers(tiers: Tiers, timeout: float = TIMEOUT_S) -> list[Check]:
     """llama.cpp tiers (heavy behind llama-swap): optional, so a dead one is a warn, with who falls back to it."""
     checks: list[Check] = []
-    for tier in (t for t in tiers if not t.is_ollama and t.runtime not in ("embedded", "council")):
-        feeders = [t.name for t in tiers if tier.name in t.fallbacks]
+    for tier in (d for d in tiers.deployments() if not d.is_ollama and d.runtime not in ("embedded", "council")):
+        feeders = [t.name for t in tiers if tier.tier in t.fallbacks]
         verb = "falls" if len(feeders) == 1 else "fall"
         optional = "optional tier" + (f"; {', '.join(feeders)} {verb} back to it" if feeders else "")
         try:
@@ -193,19 +195,19 @@ def check_openai_servers(tiers: list[Tier], timeout: float = TIMEOUT_S) -> list[
             checks.append(
                 Check(
                     "warn",
-                    f"{tier.name}: nothing answers at {tier.api_base} ({exc}; {optional})",
+                    f"{tier.tier}: nothing answers at {tier.api_base} ({exc}; {optional})",
                     "start llama-swap (see README), or point LLAMA_SWAP_API_BASE at your llama.cpp server",
                 )
             )
             continue
         ids = {str(m.get("id")) for m in listed if isinstance(m, dict)}
         if tier.model in ids:
-            checks.append(Check("ok", f"{tier.name}: {tier.model} served at {tier.api_base}"))
+            checks.append(Check("ok", f"{tier.tier}: {tier.model} served at {tier.api_base}"))
         else:
             checks.append(
                 Check(
                     "warn",
-                    f"{tier.name}: the server at {tier.api_base} does not list {tier.model}",
+                    f"{tier.tier}: the server at {tier.api_base} does not list {tier.model}",
                     f"add a model named {tier.model} to llama-swap's config (see README)",
                 )
             )
@@ -367,12 +369,12 @@ def keep_alive_seconds(value: str | None) -> float | None:
 class Blob:
     """What occupies RAM once however many tiers use it: Ollama shares one runner per tag (and num_ctx)."""
 
-    tiers: list[Tier]
+    tiers: list[Deployment]
     gb: float
 
     @property
     def label(self) -> str:
-        return "/".join(t.name for t in self.tiers)
+        return "/".join(t.tier for t in self.tiers)
 
     @property
     def keep_alive(self) -> str | None:
@@ -382,18 +384,18 @@ class Blob:
         return f"{self.label} ({self.gb:g} GB)"
 
 
-def blobs(tiers: list[Tier]) -> list[Blob]:
+def blobs(tiers: Tiers) -> list[Blob]:
     """Ollama tiers grouped by tag (fast-9b and think-9b are one blob); other runtimes one each; no size, no blob."""
-    grouped: dict[str, list[Tier]] = {}
-    for tier in tiers:
+    grouped: dict[str, list[Deployment]] = {}
+    for tier in tiers.deployments():
         if tier.resident_gb is not None:
             grouped.setdefault(
-                f"ollama:{normalize_tag(tier.model)}" if tier.is_ollama else f"tier:{tier.name}", []
+                f"ollama:{normalize_tag(tier.model)}" if tier.is_ollama else f"tier:{tier.tier}", []
             ).append(tier)
     return [Blob(group, max(t.resident_gb or 0.0 for t in group)) for group in grouped.values()]
 
 
-def budget_checks(tiers: list[Tier], ram: int | None, os_allowance_gb: float = OS_ALLOWANCE_GB) -> list[Check]:
+def budget_checks(tiers: Tiers, ram: int | None, os_allowance_gb: float = OS_ALLOWANCE_GB) -> list[Check]:
     """Which models fit in what the OS and apps leave, alone and in pairs (`model_info.resident_gb`).
 
     Pairs are taken among Ollama blobs, the models one scheduler keeps or evicts by keep_alive; a llama.cpp
@@ -483,7 +485,7 @@ def run_checks(
                 )
             )
     except stack_config.ConfigError as exc:
-        tiers = []
+        tiers = Tiers(())
         head.append(Check("FAIL", f"config: {exc}", "fix litellm-config.yaml (or set ASK_LITELLM_CONFIG)"))
     groups: list[Callable[[], list[Check]]] = [
         lambda: check_proxy(timeout),

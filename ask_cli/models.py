@@ -9,28 +9,21 @@ Ollama's `/api/ps` says what is loaded and until when. Stdlib HTTP only, every c
 from __future__ import annotations
 
 import json
-import os
 import re
 import sys
 import time
 import urllib.error
 import urllib.request
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from ask_cli import client, paths
+from ask_cli import client
+from contract import paths
+from contract import tiers as tier_model
 
 TIMEOUT_S = 2.0
-# The same loopback defaults as plugins/environment.py. Not imported from there: importing that module
-# writes them into os.environ and creates the master key file, side effects a read-only command must not have.
-BACKEND_DEFAULTS: dict[str, str] = {
-    "OLLAMA_API_BASE": "http://127.0.0.1:11434",
-    "LLAMA_SWAP_API_BASE": "http://127.0.0.1:8080/v1",
-    "TINY_API_BASE": "http://127.0.0.1:11435/v1",
-}
-OLLAMA_PROVIDERS = ("ollama", "ollama_chat")
 FOREVER_S = 50 * 365 * 86400  # Ollama reports a negative keep_alive as now + ~292 years
 
 
@@ -73,88 +66,15 @@ def fetch_json(url: str, key: str | None = None, timeout: float = TIMEOUT_S) -> 
 
 
 @dataclass
-class Tier:
-    """One deployment as the stack serves it; `model` is the tag or served name without the provider prefix."""
-
-    name: str
-    runtime: str
-    model: str
-    api_base: str
-    keep_alive: str | None = None
-    resident_gb: float | None = None
-    fallbacks: list[str] = field(default_factory=list)
-
-    @property
-    def is_ollama(self) -> bool:
-        return self.runtime == "ollama"
-
-
-@dataclass
 class StackView:
     """The tiers, where they were read from ("proxy" or "config"), and why it was not the proxy."""
 
-    tiers: list[Tier]
+    tiers: tier_model.Tiers
     source: str
     note: str | None = None
 
 
-def _split_model(litellm_model: str) -> tuple[str, str]:
-    provider, sep, name = litellm_model.partition("/")
-    return (provider, name) if sep else ("", litellm_model)
-
-
-def _tier(name: str, params: dict[str, Any], info: dict[str, Any], api_base: str | None) -> Tier:
-    provider, model = _split_model(str(params.get("model") or ""))
-    runtime = str(info.get("runtime") or ("ollama" if provider in OLLAMA_PROVIDERS else provider or "unknown"))
-    if not api_base and runtime == "ollama":
-        api_base = os.environ.get("OLLAMA_API_BASE") or BACKEND_DEFAULTS["OLLAMA_API_BASE"]
-    resident = info.get("resident_gb")
-    return Tier(
-        name=name,
-        runtime=runtime,
-        model=model,
-        api_base=(api_base or "").rstrip("/"),
-        keep_alive=str(info["keep_alive"]) if info.get("keep_alive") is not None else None,
-        resident_gb=float(resident) if isinstance(resident, (int, float)) else None,
-    )
-
-
-def _chains(fallbacks: Any) -> dict[str, list[str]]:
-    """`router_settings.fallbacks` (a list of one-key mappings) as tier -> chain."""
-    chains: dict[str, list[str]] = {}
-    for entry in fallbacks or []:
-        if isinstance(entry, dict):
-            for tier, chain in entry.items():
-                chains[str(tier)] = [str(c) for c in chain or []]
-    return chains
-
-
-def _resolve_env(value: Any) -> str | None:
-    """An `os.environ/NAME` reference as LiteLLM (with plugins/environment.py's defaults) resolves it."""
-    if not isinstance(value, str):
-        return None
-    if value.startswith("os.environ/"):
-        name = value.removeprefix("os.environ/")
-        return os.environ.get(name) or BACKEND_DEFAULTS.get(name)
-    return value
-
-
-def tiers_from_config(config: dict[str, Any]) -> list[Tier]:
-    """The tiers as the yaml declares them, addresses resolved from this shell's environment."""
-    from ask_cli import stack_config
-
-    chains = _chains((config.get("router_settings") or {}).get("fallbacks"))
-    tiers = []
-    for entry in stack_config.tiers(config):
-        params = entry.get("litellm_params") or {}
-        info = entry.get("model_info") or {}
-        tier = _tier(str(entry["model_name"]), params, info, _resolve_env(params.get("api_base")))
-        tier.fallbacks = chains.get(tier.name, [])
-        tiers.append(tier)
-    return tiers
-
-
-def tiers_from_proxy(base: str, key: str, timeout: float = TIMEOUT_S) -> list[Tier]:
+def tiers_from_proxy(base: str, key: str, timeout: float = TIMEOUT_S) -> tier_model.Tiers:
     """The tiers the running proxy serves, with the api_base it resolved and the fallbacks its router uses.
 
     Raises Unreachable (message says why) when the proxy cannot tell; the caller then reads the yaml.
@@ -166,27 +86,20 @@ def tiers_from_proxy(base: str, key: str, timeout: float = TIMEOUT_S) -> list[Ti
         raise Unreachable(f"/v1/model/info answered HTTP {status}")
     deployments = json.loads(body).get("data") or []
     try:  # 1.106.2 serves the router's live settings here; without it the chains come from the yaml
-        settings = fetch_json(f"{base}/router/settings", key, timeout)
-        chains = _chains((settings.get("current_values") or {}).get("fallbacks"))
+        settings = fetch_json(f"{base}/router/settings", key, timeout).get("current_values") or {}
     except (Unreachable, AttributeError):
-        chains = _chains(_yaml_fallbacks())
-    tiers = []
-    for dep in deployments:
-        params, info = dep.get("litellm_params") or {}, dep.get("model_info") or {}
-        tier = _tier(str(dep.get("model_name")), params, info, params.get("api_base"))
-        tier.fallbacks = chains.get(tier.name, [])
-        tiers.append(tier)
-    return tiers
+        settings = _yaml_router_settings()
+    return tier_model.build(deployments, settings.get("fallbacks"), settings.get("context_window_fallbacks"))
 
 
-def _yaml_fallbacks() -> Any:
+def _yaml_router_settings() -> dict[str, Any]:
     from ask_cli import stack_config
 
     try:
         config = stack_config.load(stack_config.default_config_path())
     except stack_config.ConfigError:
-        return []
-    return (config.get("router_settings") or {}).get("fallbacks")
+        return {}
+    return config.get("router_settings") or {}
 
 
 def read_tiers(config: Path | None = None, timeout: float = TIMEOUT_S) -> StackView:
@@ -206,7 +119,7 @@ def read_tiers(config: Path | None = None, timeout: float = TIMEOUT_S) -> StackV
         except (ValueError, AttributeError) as exc:
             why = f"the proxy at {base} sent an unexpected /v1/model/info ({exc})"
     path = config or stack_config.default_config_path()
-    return StackView(tiers_from_config(stack_config.load(path)), "config", f"read from {path}: {why}")
+    return StackView(tier_model.from_config(stack_config.load(path)), "config", f"read from {path}: {why}")
 
 
 # -- what is loaded now --------------------------------------------------------------------------------
@@ -284,42 +197,62 @@ def rows(view: StackView, now: float | None = None, timeout: float = TIMEOUT_S) 
     ps: dict[str, dict[str, float | None] | str] = {}  # per Ollama base: loaded models, or why unknown
     out = []
     for tier in view.tiers:
-        row: dict[str, Any] = {
-            **asdict(tier),
-            "source": view.source,
-            "loaded": None,
-            "expires_at": None,
-            "expires_in_s": None,
-            "answers": None,
-            "error": None,
-        }
-        if tier.is_ollama:
-            if tier.api_base not in ps:
-                try:
-                    ps[tier.api_base] = loaded_models(tier.api_base, timeout)
-                except Unreachable as exc:
-                    ps[tier.api_base] = f"Ollama at {tier.api_base}: {exc}"
-            loaded = ps[tier.api_base]
-            if isinstance(loaded, str):
-                row["answers"], row["error"] = False, loaded
-                row["now"] = "unknown: Ollama is down"
-            else:
-                row["answers"] = True
-                tag = normalize_tag(tier.model)
-                row["loaded"] = tag in loaded
-                expires = loaded.get(tag)
-                if row["loaded"] and expires is not None:
-                    row["expires_at"] = datetime.fromtimestamp(expires).astimezone().isoformat(timespec="seconds")
-                    row["expires_in_s"] = round(expires - now)
-                row["now"] = describe_expiry(expires, now) if row["loaded"] else "not loaded"
-        elif tier.runtime == "council":  # no server of its own: it asks other tiers (plugins/council.py)
-            row["now"] = "asks other tiers"
-        else:
-            row["answers"] = _server_answers(tier.api_base, timeout) if tier.api_base else False
-            up = "server answers, always loaded" if tier.runtime == "embedded" else "server answers"
-            row["now"] = up if row["answers"] else f"server down at {tier.api_base or '(no api_base)'}"
-        out.append(row)
+        for deployment in tier.deployments:
+            out.append(_row(tier, deployment, view.source, ps, now, timeout))
     return out
+
+
+def _row(
+    tier: tier_model.Tier,
+    deployment: tier_model.Deployment,
+    source: str,
+    ps: dict[str, dict[str, float | None] | str],
+    now: float,
+    timeout: float,
+) -> dict[str, Any]:
+    """One deployment's row; `ps` holds each Ollama address's `/api/ps`, read once per `rows` call."""
+    row: dict[str, Any] = {
+        "name": tier.name,
+        "runtime": deployment.runtime,
+        "model": deployment.model,
+        "api_base": deployment.api_base or "",
+        "keep_alive": deployment.keep_alive,
+        "resident_gb": deployment.resident_gb,
+        "fallbacks": list(tier.fallbacks),
+        "source": source,
+        "loaded": None,
+        "expires_at": None,
+        "expires_in_s": None,
+        "answers": None,
+        "error": None,
+    }
+    api_base = deployment.api_base or ""
+    if deployment.is_ollama:
+        if api_base not in ps:
+            try:
+                ps[api_base] = loaded_models(api_base, timeout)
+            except Unreachable as exc:
+                ps[api_base] = f"Ollama at {api_base}: {exc}"
+        loaded = ps[api_base]
+        if isinstance(loaded, str):
+            row["answers"], row["error"] = False, loaded
+            row["now"] = "unknown: Ollama is down"
+        else:
+            row["answers"] = True
+            tag = normalize_tag(deployment.model)
+            row["loaded"] = tag in loaded
+            expires = loaded.get(tag)
+            if row["loaded"] and expires is not None:
+                row["expires_at"] = datetime.fromtimestamp(expires).astimezone().isoformat(timespec="seconds")
+                row["expires_in_s"] = round(expires - now)
+            row["now"] = describe_expiry(expires, now) if row["loaded"] else "not loaded"
+    elif deployment.runtime == "council":  # no server of its own: it asks other tiers (plugins/council.py)
+        row["now"] = "asks other tiers"
+    else:
+        row["answers"] = _server_answers(api_base, timeout) if api_base else False
+        up = "server answers, always loaded" if deployment.runtime == "embedded" else "server answers"
+        row["now"] = up if row["answers"] else f"server down at {api_base or '(no api_base)'}"
+    return row
 
 
 def collect(config: Path | None = None, now: float | None = None, timeout: float = TIMEOUT_S) -> list[dict[str, Any]]:

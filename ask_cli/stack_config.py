@@ -8,6 +8,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from contract import LOCAL, PREMIUM
+from contract import tiers as tier_model
+from contract.tiers import CHAIN_KEYS, chain_list, parse_chains
+
 CONFIG_ENV = "ASK_LITELLM_CONFIG"
 CONFIG_NAME = "litellm-config.yaml"
 
@@ -101,15 +105,12 @@ def check_plugins(config: dict[str, Any], path: Path) -> None:
                     f"{path}: callback '{ref}' not found (no module {module}): fix litellm_settings.callbacks"
                 )
             source = file.read_text(encoding="utf-8") if file.exists() else ""
-            if file.exists() and f"{attr} =" not in source and f"def {attr}" not in source:
+            defines = (f"{attr} =", f"def {attr}", "def __getattr__")  # __getattr__: made when the proxy asks
+            if file.exists() and not any(d in source for d in defines):
                 raise ConfigError(f"{path}: callback '{ref}': {file.name} defines no '{attr}'")
     finally:
         if added:
             sys.path.remove(root)
-
-
-def tiers(config: dict[str, Any]) -> list[dict[str, Any]]:
-    return [m for m in config.get("model_list", []) if isinstance(m, dict) and m.get("model_name")]
 
 
 REDIS_READ_INTERVAL_S = 1.0
@@ -156,8 +157,6 @@ def write_private(config: dict[str, Any], path: Path) -> Path:
 # -- cloud lanes (litellm-config.cloud.yaml, `ask serve --cloud`) --------------------------------------------
 
 CLOUD_NAME = "litellm-config.cloud.yaml"  # next to the config; merged by `ask serve --cloud`
-CHAIN_KEYS = ("fallbacks", "context_window_fallbacks", "default_fallbacks")
-PREMIUM = "premium"  # model_info.lane of a tier reached only by name (plugins/premium_guard.py)
 
 
 def with_overlay(config: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
@@ -166,28 +165,18 @@ def with_overlay(config: dict[str, Any], overlay: dict[str, Any]) -> dict[str, A
     router = dict(config.get("router_settings") or {})
     for key, value in (overlay.get("router_settings") or {}).items():
         if key in CHAIN_KEYS:
-            chains = {**_chains(router.get(key)), **_chains(value)}
-            router[key] = [{tier: list(targets)} for tier, targets in chains.items()]
+            router[key] = chain_list({**parse_chains(router.get(key)), **parse_chains(value)})
         else:
             router[key] = value
     merged["router_settings"] = router
     return merged
 
 
-def _chains(entries: Any) -> dict[str, list[str]]:
-    chains: dict[str, list[str]] = {}
-    for entry in entries or []:
-        if isinstance(entry, dict):
-            chains.update({str(k): list(v or []) for k, v in entry.items()})
-    return chains
-
-
 def _missing_key(deployment: dict[str, Any]) -> str | None:
-    ref = (deployment.get("litellm_params") or {}).get("api_key")
-    if isinstance(ref, str) and ref.startswith("os.environ/"):
-        name = ref.removeprefix("os.environ/")
-        return None if os.environ.get(name, "").strip() else name
-    return None
+    """The environment variable a deployment's `os.environ/` API key names, when it is not set."""
+    ref = tier_model.Deployment.of(deployment).api_key_ref
+    name = ref.removeprefix(tier_model.ENV_PREFIX) if ref else None
+    return name if name and not os.environ.get(name, "").strip() else None
 
 
 def without_keyless(config: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
@@ -204,15 +193,12 @@ def without_keyless(config: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
         dropped.append(f"{deployment['model_name']}: {provider} absent, set {name}")
     if not dropped:
         return config, []
-    tiers = {d["model_name"] for d in kept}
+    tiers = set(tier_model.build(kept).names())
     router = dict(config.get("router_settings") or {})
     for key in CHAIN_KEYS:
         if key in router:
-            router[key] = [
-                {tier: [t for t in targets if t in tiers]}
-                for tier, targets in _chains(router[key]).items()
-                if tier in tiers
-            ]
+            chains = parse_chains(router[key])
+            router[key] = chain_list({t: [x for x in chain if x in tiers] for t, chain in chains.items() if t in tiers})
     return {**config, "model_list": kept, "router_settings": router}, dropped
 
 
@@ -221,18 +207,10 @@ def with_cloud(config: dict[str, Any], overlay: Path) -> tuple[dict[str, Any], l
     return without_keyless(with_overlay(config, load(overlay)))
 
 
-def lanes(config: dict[str, Any]) -> dict[str, str]:
-    """Each tier's lane from its deployments' model_info.lane: local unless the yaml says otherwise."""
-    out: dict[str, str] = {}
-    for deployment in config["model_list"]:
-        out.setdefault(deployment["model_name"], (deployment.get("model_info") or {}).get("lane") or "local")
-    return out
-
-
 def routing_problems(config: dict[str, Any]) -> list[str]:
     """Paths the yaml opens that the lanes forbid: any chain into or out of a premium tier, and a cloud-only
     tier (`reasoning`) falling back to a local one. `ask serve` refuses to start on any of them."""
-    lane = lanes(config)
+    lane = {tier.name: tier.lane for tier in tier_model.from_config(config)}
     problems = []
     sections = [
         ("router_settings", config.get("router_settings") or {}),
@@ -243,7 +221,7 @@ def routing_problems(config: dict[str, Any]) -> list[str]:
             value = settings.get(key)
             if key == "default_fallbacks" and isinstance(value, list):
                 value = [{"*": value}]
-            for tier, targets in _chains(value).items():
+            for tier, targets in parse_chains(value).items():
                 for target in targets:
                     if lane.get(target) == PREMIUM:
                         problems.append(
@@ -255,7 +233,7 @@ def routing_problems(config: dict[str, Any]) -> list[str]:
                         f"{section}.{key}: the premium tier '{tier}' has a fallback; it must fail "
                         "rather than answer from another tier: remove the chain"
                     )
-                if tier == "reasoning" and any(lane.get(t, "local") == "local" for t in targets):
+                if tier == "reasoning" and any(lane.get(t, LOCAL) == LOCAL for t in targets):
                     problems.append(
                         f"{section}.{key}: 'reasoning' falls back to a local tier; a shallow answer is "
                         "worse than an error: keep its chain in the cloud"

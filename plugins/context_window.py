@@ -19,9 +19,7 @@ from typing import Any
 
 from litellm.integrations.custom_logger import CustomLogger
 
-import plugins.environment  # noqa: F401  (loopback defaults and the master key)
 from plugins import provenance
-from plugins.keep_alive import OLLAMA_PROVIDERS
 
 
 def _chars(messages: Any) -> int:
@@ -43,10 +41,11 @@ def prompt_tokens(model: str, messages: Any) -> int:
 
 class ContextWindow(CustomLogger):
     async def async_pre_call_deployment_hook(self, kwargs: dict[str, Any], call_type: Any) -> dict[str, Any]:
-        model = str(kwargs.get("model", ""))
-        num_ctx = kwargs.get("num_ctx")
-        if not model.startswith(OLLAMA_PROVIDERS) or not isinstance(num_ctx, int):
+        deployment = provenance.attempt_deployment(kwargs)
+        num_ctx = deployment.num_ctx
+        if not deployment.is_ollama or num_ctx is None:
             return kwargs
+        model = str(kwargs.get("model", ""))
         messages = kwargs.get("messages")
         room = num_ctx - int(kwargs.get("max_tokens") or kwargs.get("max_completion_tokens") or 0)
         if _chars(messages) < room:
@@ -55,8 +54,8 @@ class ContextWindow(CustomLogger):
         if needed > room:
             import litellm
 
-            tier = (kwargs.get("metadata") or {}).get("model_group") or model
-            provenance.note_refusal(
+            tier = deployment.tier
+            provenance.note_failure(
                 kwargs.get("litellm_call_id"), tier, f"{provenance.ESCALATED} ({needed} > {room} tokens), escalated"
             )
             raise litellm.ContextWindowExceededError(

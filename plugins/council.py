@@ -39,20 +39,24 @@ from typing import Any
 
 from litellm.llms.custom_llm import CustomLLM, CustomLLMError
 
-import plugins.environment  # noqa: F401  (loopback defaults and the master key)
+from contract import (
+    COUNCIL,
+    COUNCIL_CHAIRMAN,
+    COUNCIL_DEGRADED,
+    COUNCIL_FAILED,
+    COUNCIL_MEMBERS,
+    DEFAULT_TIER,
+    format_pairs,
+    no_cache,
+)
 from plugins import provenance
+from plugins.provenance import short_reason
 
-MODEL = "council"
-DEFAULT_MEMBERS = ("fast-9b", "fast-9b")
+DEFAULT_MEMBERS = (DEFAULT_TIER, DEFAULT_TIER)
 DEFAULT_MEMBER_TEMPERATURE = 0.7
 DEFAULT_CHAIRMAN = "think-9b"
 DEFAULT_DEADLINE_S = 240.0
-NO_CACHE = {"no-cache": True, "no-store": True}
-
-MEMBERS_HEADER = "X-Council-Members"
-CHAIRMAN_HEADER = "X-Council-Chairman"
-FAILED_HEADER = "X-Council-Failed"
-DEGRADED_HEADER = "X-Council-Degraded"
+UNKNOWN = "unknown"  # a part answered but nothing said which tier: shown so, never guessed as the tier asked for
 
 CHAIRMAN_PROMPT = """You are the chairman of a council of assistants. Each member answered the question below
 on their own; their answers follow, anonymised.
@@ -107,17 +111,17 @@ def _report(call_id: str | None, members: list[MemberAnswer], settings: Settings
     if not call_id:
         return
     answered = [m for m in members if m.served]
-    headers = {MEMBERS_HEADER: ",".join(m.served or "" for m in answered)}
+    headers = {COUNCIL_MEMBERS: ",".join(m.served or "" for m in answered)}
     if chairman:
-        headers[CHAIRMAN_HEADER] = chairman
+        headers[COUNCIL_CHAIRMAN] = chairman
     failed = len(members) - len(answered)
     if failed:
-        headers[FAILED_HEADER] = str(failed)
-    demoted = [f"{m.requested}->{m.served}" for m in answered if m.served != m.requested]
+        headers[COUNCIL_FAILED] = str(failed)
+    demoted = [(m.requested, m.served or UNKNOWN) for m in answered if m.served != m.requested]
     if chairman and chairman != settings.chairman:
-        demoted.append(f"{settings.chairman}->{chairman}")
+        demoted.append((settings.chairman, chairman))
     if demoted:
-        headers[DEGRADED_HEADER] = ",".join(demoted)
+        headers[COUNCIL_DEGRADED] = format_pairs(demoted)
     provenance.note_council(call_id, headers)
 
 
@@ -160,16 +164,14 @@ async def stage1_collect_responses(
                 model=answer.requested,
                 messages=messages,
                 temperature=settings.member_temperature,
-                cache=NO_CACHE,
+                cache=no_cache(),
                 **extra,
             )
         except Exception as exc:  # one member's failure is the council's information, not its end
-            from plugins.demotion import short_reason
-
             answer.error = short_reason(exc)
             return
         answer.text = _text(response.choices[0].message.content)
-        answer.served = provenance.served_tier(response) or answer.requested
+        answer.served = provenance.served_tier(response) or UNKNOWN
 
     await asyncio.gather(*(ask(a) for a in answers))
     for letter, answer in zip(string.ascii_uppercase, [a for a in answers if a.served], strict=False):
@@ -190,13 +192,11 @@ async def stage3_synthesize_final(
         return await _router().acompletion(
             model=settings.chairman,
             messages=chairman_messages(question, answers),
-            cache=NO_CACHE,
+            cache=no_cache(),
             stream=stream,
             **extra,
         )
     except Exception as exc:
-        from plugins.demotion import short_reason
-
         raise CustomLLMError(
             status_code=getattr(exc, "status_code", None) or 503,
             message=f"council: the chairman {settings.chairman} failed ({short_reason(exc)})",
@@ -285,13 +285,13 @@ class Council(CustomLLM):
             getattr(logging_obj, "litellm_call_id", None),
             answers,
             settings,
-            provenance.served_tier(final) or settings.chairman,
+            provenance.served_tier(final) or UNKNOWN,
         )
         message = model_response.choices[0].message
         message.content = _text(final.choices[0].message.content)
         message.provider_specific_fields = _member_fields(answers)
         model_response.choices[0].finish_reason = final.choices[0].finish_reason or "stop"
-        model_response.model = f"{MODEL}/{model}"
+        model_response.model = f"{COUNCIL}/{model}"
         model_response.created = int(time.time())
         # the chairman's usage; each member's call is logged on its own
         model_response.usage = _usage(getattr(final, "usage", None))
@@ -336,7 +336,7 @@ class Council(CustomLLM):
                     getattr(logging_obj, "litellm_call_id", None),
                     answers,
                     settings,
-                    provenance.served_tier(stream) or settings.chairman,
+                    provenance.served_tier(stream) or UNKNOWN,
                 )
             usage = getattr(chunk, "usage", None) or usage
             choices = getattr(chunk, "choices", None) or []

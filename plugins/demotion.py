@@ -1,8 +1,9 @@
-"""The demotion log: one JSON line and one WARNING per demoted request, and an optional webhook alert.
+"""The demotion log: one JSON line and one WARNING per demoted request, an optional webhook alert, and tags.
 
-Hooks: `async_post_call_failure_deployment_hook` collects each failed attempt with a short reason;
-`async_log_success_event` writes the record when the tier that answered is not the tier asked for;
-`async_post_call_failure_hook` writes it when the whole chain failed, and rewrites the client's error to
+Renders `provenance`'s verdict, decides nothing itself. Hooks: `async_pre_call_deployment_hook` and
+`async_post_call_failure_deployment_hook` note each attempt and each failed one (with a short reason) in the
+call's ledger; `async_log_success_event` writes the record when the tier that answered is not the tier asked
+for; `async_post_call_failure_hook` writes it when the whole chain failed, and rewrites the client's error to
 name every tier tried and why; `async_logging_hook` tags what LiteLLM logs (and, with a database, shows in the
 UI's Logs page) with the tier that served and, for a demotion, the tier asked for. Silent demotion is worse than
 honest failure.
@@ -12,77 +13,28 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import os
-import re
 import time
-from collections import OrderedDict
-from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from litellm.integrations.custom_logger import CustomLogger
 
-import plugins.environment  # noqa: F401  (loopback defaults and the master key)
-from ask_cli.paths import data_dir, private_dir
+from contract import COUNCIL, degraded_marker
+from contract.paths import demotion_log, private_dir
 from plugins import provenance
+from plugins.log import logger
+from plugins.provenance import short_reason
 
-log = logging.getLogger("local_llm_stack.demotion")
-if not log.handlers:  # the proxy configures LiteLLM's loggers only: give ours a visible WARNING line
-    _handler = logging.StreamHandler()
-    _handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s local-llm-stack: %(message)s"))
-    log.addHandler(_handler)
-    log.propagate = False
+log = logger("demotion")
 
-LOG_ENV = "DEMOTION_LOG"
 WEBHOOK_ENV = "DEMOTION_WEBHOOK_URL"
 WEBHOOK_INTERVAL_ENV = "DEMOTION_WEBHOOK_MIN_INTERVAL_S"
 SETTLE_STEPS = 50  # x 20 ms: how long a demotion record waits for a late per-attempt failure report
-PENDING_LIMIT = 2048  # calls whose failed hops wait for their outcome; old ones are dropped
 # Request tags in LiteLLM's logs (the UI's Logs page filters on them): served-by:<tier> on every answer, and
 # demoted + demoted-from:<tier> on a demoted one.
 SERVED_TAG, DEMOTED_TAG, DEMOTED_FROM_TAG = "served-by:", "demoted", "demoted-from:"
-
-
-def short_reason(exc: BaseException) -> str:
-    """A few words a user can act on: `connection refused`, `timeout`, `HTTP 500: <backend's words>`."""
-    name = type(exc).__name__
-    text = str(exc)
-    low = text.lower()
-    if any(
-        s in low
-        for s in (
-            "connection refused",
-            "connecterror",
-            "all connection attempts failed",
-            "cannot connect to host",
-            "connect call failed",
-            "connection error",
-        )
-    ):
-        return "connection refused"
-    if "timeout" in name.lower() or "timed out" in low or "timeout" in low:
-        return "timeout"
-    if "contextwindow" in name.lower() or "context window" in low or "context length" in low:
-        return "context window exceeded"
-    if any(s in low for s in ("disconnected", "peer closed", "incomplete", "remoteprotocolerror", "reset by peer")):
-        return "connection dropped"
-    status = getattr(exc, "status_code", None)
-    detail = _backend_words(text)
-    if status == 404:
-        return f"not found (404): {detail}" if detail else "not found (404)"
-    if status:
-        return f"HTTP {status}: {detail}" if detail else f"HTTP {status}"
-    return detail or name
-
-
-def _backend_words(text: str) -> str:
-    """The backend's own error text, without LiteLLM's class-name prefixes, kept to one short line."""
-    match = re.search(r'"error"\s*:\s*"((?:[^"\\]|\\.)*)"', text)
-    words = match.group(1) if match else re.sub(r"^(?:(?:litellm\.)?\w+(?:Error|Exception)\s*[:-]\s*)+", "", text)
-    words = " ".join(words.split())
-    return words[:120] + ("…" if len(words) > 120 else "")
 
 
 def _council_words(exc: BaseException) -> str | None:
@@ -95,11 +47,6 @@ def _council_words(exc: BaseException) -> str | None:
     for tail in (" Deployment Info:", " LiteLLM: model group", " Received Model Group"):  # the router's additions
         words = words.split(tail, 1)[0]
     return words
-
-
-def log_path() -> Path:
-    configured = os.environ.get(LOG_ENV)
-    return Path(configured).expanduser() if configured else data_dir() / "demotions.jsonl"
 
 
 def append_record(path: Path, record: dict[str, Any]) -> None:
@@ -144,39 +91,30 @@ class Webhook:
 class DemotionLog(CustomLogger):
     def __init__(self) -> None:
         super().__init__()
-        self._hops: OrderedDict[str, list[dict[str, str]]] = OrderedDict()
         self.webhook = Webhook(os.environ.get(WEBHOOK_ENV) or None, float(os.environ.get(WEBHOOK_INTERVAL_ENV, "300")))
 
     # -- collecting attempts ---------------------------------------------------------------------------
     async def async_pre_call_deployment_hook(self, kwargs: dict[str, Any], call_type: Any) -> None:
-        call_id = kwargs.get("litellm_call_id")
-        tier = (kwargs.get("metadata") or {}).get("model_group")
-        if call_id and tier:
-            provenance.note_attempt(call_id, tier)
+        provenance.note_attempt(kwargs.get("litellm_call_id"), (kwargs.get("metadata") or {}).get("model_group"))
 
     async def async_post_call_failure_deployment_hook(
         self, request_data: Any, exception: Exception, call_type: Any, fallback_depth: int | None = None
     ) -> None:
-        call_id = request_data.get("litellm_call_id")
-        if not call_id:
-            return
-        metadata = request_data.get("metadata") or {}
-        tier = metadata.get("model_group") or str(request_data.get("model", "?"))
-        _remember(self._hops, call_id, list).append({"tier": tier, "reason": short_reason(exception)})
+        tier = (request_data.get("metadata") or {}).get("model_group") or str(request_data.get("model", "?"))
+        provenance.note_failure(request_data.get("litellm_call_id"), tier, short_reason(exception))
 
     # -- what LiteLLM logs -----------------------------------------------------------------------------
     async def async_logging_hook(self, kwargs: dict, result: Any, call_type: str | None) -> tuple[dict, Any]:
         """Runs after LiteLLM builds a call's log payload and before any logger (the database's spend log
         included) reads it: the served and requested tiers become request tags there."""
         payload = kwargs.get("standard_logging_object")
-        metadata = (kwargs.get("litellm_params") or {}).get("metadata") or {}
-        served = payload.get("model_group") if isinstance(payload, dict) else None
-        if not served:
+        found = provenance.of_logged(kwargs)
+        if found is None or found.served is None or not isinstance(payload, dict):
             return kwargs, result
-        requested = metadata.get("original_model_group") or metadata.get("model_group") or served
-        tags = [f"{SERVED_TAG}{served}"]
-        if requested != served:
-            tags += [DEMOTED_TAG, f"{DEMOTED_FROM_TAG}{requested}"]
+        tags = [f"{SERVED_TAG}{found.served}"]
+        if found.demoted:
+            tags += [DEMOTED_TAG, f"{DEMOTED_FROM_TAG}{found.requested}"]
+        metadata = (kwargs.get("litellm_params") or {}).get("metadata") or {}
         # Into the payload, and into the request's own tags, which LiteLLM reads again whenever it rebuilds the
         # payload (its sync and async success handlers both do, on different threads).
         for holder, key in ((payload, "request_tags"), (metadata, "tags")):
@@ -188,33 +126,17 @@ class DemotionLog(CustomLogger):
     # -- outcomes -------------------------------------------------------------------------------------
     async def async_log_success_event(self, kwargs: dict, response_obj: Any, start_time: Any, end_time: Any) -> None:
         call_id = kwargs.get("litellm_call_id") or ""
-        metadata = (kwargs.get("litellm_params") or {}).get("metadata") or {}
-        requested = metadata.get("original_model_group") or metadata.get("model_group")
-        served = (kwargs.get("standard_logging_object") or {}).get("model_group")
-        if not requested or not served or requested == served:
-            self._hops.pop(call_id, None)
+        found = provenance.of_logged(kwargs)
+        if found is None or not found.demoted:
+            provenance.forget(call_id)
             return
-        await self._settle(call_id, served)
-        hops = [*provenance.refusals(call_id), *self._hops.pop(call_id, [])]
-        attempted = set(provenance.attempts(call_id))
-        hops = await _with_skipped(requested, served, hops, attempted, bool(kwargs.get("stream")))
-        self._write(
-            call_id=call_id,
-            requested=requested,
-            served=served,
-            hops=hops,
-            stream=bool(kwargs.get("stream")),
-            latency_s=_since_received(metadata),
-        )
-
-    async def _settle(self, call_id: str, served: str) -> None:
-        """LiteLLM may run the per-attempt failure hook after the success event: give it a moment, so a
-        reason is not mistaken for a missing one."""
-        for _ in range(SETTLE_STEPS):
-            failed = {h["tier"] for h in self._hops.get(call_id, [])}
-            if set(provenance.attempts(call_id)) - {served} <= failed:
-                return
+        for _ in range(SETTLE_STEPS):  # LiteLLM may report a failed hop after the success event
+            if provenance.settled(call_id, found.served):
+                break
             await asyncio.sleep(0.02)
+        stream = bool(kwargs.get("stream"))
+        verdict = await provenance.verdict(call_id, found.requested, found.served, stream)
+        self._write(verdict, _since_received((kwargs.get("litellm_params") or {}).get("metadata") or {}))
 
     async def async_post_call_failure_hook(
         self,
@@ -224,57 +146,43 @@ class DemotionLog(CustomLogger):
         traceback_str: str | None = None,
     ) -> Any:
         call_id = request_data.get("litellm_call_id") or ""
-        hops = [*provenance.refusals(call_id), *self._hops.pop(call_id, [])]
-        attempted = set(provenance.attempts(call_id))
-        requested = request_data.get("model")
-        council = requested == "council" and _council_words(original_exception)
-        if not hops and council:  # e.g. the council's deadline: no attempt failed, the council's words say why
-            return _http_error(original_exception, council)
-        if not hops or not isinstance(requested, str):
+        requested = provenance.requested_tier(request_data)
+        council = requested == COUNCIL and _council_words(original_exception)
+        if not provenance.failures(call_id):
+            provenance.forget(call_id)
+            # e.g. the council's deadline: no attempt failed, the council's words say why
+            return _http_error(original_exception, council) if council else None
+        if not requested:
             return None
-        hops = await _with_skipped(requested, None, hops, attempted, bool(request_data.get("stream")))
-        self._write(
-            call_id=call_id,
-            requested=requested,
-            served=None,
-            hops=hops,
-            stream=bool(request_data.get("stream")),
-            latency_s=_since_received(request_data.get("metadata") or {}),
-        )
-        tried = "; ".join(f"{h['tier']}: {h['reason']}" for h in hops)
+        stream = bool(request_data.get("stream"))
+        verdict = await provenance.verdict(call_id, requested, None, stream)
+        self._write(verdict, _since_received(request_data.get("metadata") or {}))
+        tried = "; ".join(str(h) for h in verdict.hops)
         return _http_error(original_exception, council or f"every tier in the chain for '{requested}' failed ({tried})")
 
     # -- writing --------------------------------------------------------------------------------------
-    def _write(
-        self,
-        *,
-        call_id: str,
-        requested: str,
-        served: str | None,
-        hops: list[dict[str, str]],
-        stream: bool,
-        latency_s: float | None,
-    ) -> None:
+    def _write(self, verdict: provenance.Verdict, latency_s: float | None) -> None:
         record = {
             "ts": round(time.time(), 3),
-            "call_id": call_id,
-            "requested": requested,
-            "served": served,
-            "failed": [f"{h['tier']}: {h['reason']}" for h in hops],
-            "hops": len(hops),
-            "stream": stream,
+            "call_id": verdict.call_id,
+            "requested": verdict.requested,
+            "served": verdict.served,
+            "failed": [str(h) for h in verdict.hops],
+            "hops": len(verdict.hops),
+            "stream": verdict.stream,
             "latency_s": latency_s,
         }
         why = ", ".join(record["failed"]) or "no failure was reported"
-        if served is None:
-            log.warning("[failed: %s] (%s)", requested, why)
+        if verdict.served is None:
+            log.warning("[failed: %s] (%s)", verdict.requested, why)
         else:
-            log.warning("%s (%s)", provenance.degraded_marker(requested, served), why)
-            self.webhook.fire(f"fallback fired: used {served} because {requested} failed ({why})")
+            log.warning("%s (%s)", degraded_marker(verdict.requested, verdict.served), why)
+            self.webhook.fire(f"fallback fired: used {verdict.served} because {verdict.requested} failed ({why})")
+        path = demotion_log()
         try:
-            append_record(log_path(), record)
+            append_record(path, record)
         except OSError as exc:
-            log.warning("could not write the demotion log %s: %s", log_path(), exc.strerror or exc)
+            log.warning("could not write the demotion log %s: %s", path, exc.strerror or exc)
 
 
 def _http_error(exc: BaseException, detail: str) -> Exception:
@@ -282,49 +190,6 @@ def _http_error(exc: BaseException, detail: str) -> Exception:
 
     status = getattr(exc, "status_code", None) or 503
     return HTTPException(status_code=int(status) if int(status) >= 400 else 503, detail=detail)
-
-
-def _remember(pending: OrderedDict[str, Any], call_id: str, empty: Callable[[], Any]) -> Any:
-    """The pending entry for a call, kept among the newest PENDING_LIMIT calls only."""
-    if call_id not in pending:
-        pending[call_id] = empty()
-    pending.move_to_end(call_id)
-    while len(pending) > PENDING_LIMIT:
-        pending.popitem(last=False)
-    return pending[call_id]
-
-
-async def _with_skipped(
-    requested: str, served: str | None, hops: list[dict[str, str]], attempted: set[str], stream: bool
-) -> list[dict[str, str]]:
-    """The failed attempts plus the tiers that failed without a report (mid-stream) or were passed over
-    (cooldown), in chain order."""
-    tried = {h["tier"] for h in hops}
-    out: list[dict[str, str]] = []
-    escalated = any(h["tier"] == requested and h["reason"].startswith(provenance.ESCALATED) for h in hops)
-    path = provenance.chain(requested, "context_window_fallbacks" if escalated else "fallbacks")
-    for tier in path:
-        if tier == served:
-            break
-        if tier in tried:
-            out.extend(h for h in hops if h["tier"] == tier)
-        elif tier in attempted:  # LiteLLM reports no per-attempt failure for a stream that broke mid-way
-            out.append(
-                {
-                    "tier": tier,
-                    "reason": "failed after the response started (mid-stream)"
-                    if stream
-                    else "failed (LiteLLM reported no reason)",
-                }
-            )
-        else:
-            cooling = await provenance.cooling_down(tier)
-            out.append(
-                {"tier": tier, "reason": "skipped, cooling down after recent failures" if cooling else "skipped"}
-            )
-    listed = {h["tier"] for h in out}
-    out.extend(h for h in hops if h["tier"] not in listed)  # attempts outside the configured chain
-    return out
 
 
 def _since_received(metadata: dict[str, Any]) -> float | None:

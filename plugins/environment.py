@@ -1,30 +1,23 @@
 """Loopback defaults and the master key, for a proxy started by hand with `litellm --config`.
 
-Every plugin imports this module. LiteLLM loads `litellm_settings.callbacks` before it reads
-`general_settings.master_key` and before it builds the model list, so the `os.environ/...` references in
-litellm-config.yaml resolve to these values when the user has set nothing. Values already in the
-environment always win.
+Listed first in `litellm_settings.callbacks`: LiteLLM loads the callbacks before it reads
+`general_settings.master_key` and builds the model list, so the `os.environ/...` references in
+litellm-config.yaml resolve to the contract's defaults when the user has set nothing. Values already in the
+environment always win. Importing this module changes nothing: the proxy's request for `handler` is the
+explicit call that applies the defaults (`ask serve` sets the same values itself, `Stack.environment`).
 """
 
 from __future__ import annotations
 
 import os
+from typing import Any
 
-from ask_cli.paths import KEY_ENV, master_key
-
-BACKEND_DEFAULTS: dict[str, str] = {
-    "OLLAMA_API_BASE": "http://127.0.0.1:11434",
-    "LLAMA_SWAP_API_BASE": "http://127.0.0.1:8080/v1",
-    "TINY_API_BASE": "http://127.0.0.1:11435/v1",
-}
-# litellm-config.cloud.yaml reaches Gemini through its OpenAI-compatible endpoint; the other cloud providers'
-# addresses default inside LiteLLM when their *_API_BASE is unset.
-CLOUD_DEFAULTS: dict[str, str] = {
-    "GEMINI_API_BASE": "https://generativelanguage.googleapis.com/v1beta/openai",
-}
+from contract import BACKEND_DEFAULTS, CLOUD_DEFAULTS
+from contract.paths import KEY_ENV, master_key
 
 
 def apply() -> None:
+    """Fill what the environment lacks: backend addresses, and the master key (made once, 0600, if absent)."""
     for name, value in {**BACKEND_DEFAULTS, **CLOUD_DEFAULTS}.items():
         if not os.environ.get(name):
             os.environ[name] = value
@@ -32,4 +25,11 @@ def apply() -> None:
         os.environ[KEY_ENV] = master_key() or ""
 
 
-apply()
+def __getattr__(name: str) -> Any:
+    """`handler`, made when the proxy loads this callback: that is when the defaults are applied."""
+    if name != "handler":
+        raise AttributeError(name)
+    from litellm.integrations.custom_logger import CustomLogger
+
+    apply()
+    return CustomLogger()

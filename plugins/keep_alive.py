@@ -12,9 +12,7 @@ from typing import Any
 
 from litellm.integrations.custom_logger import CustomLogger
 
-import plugins.environment  # noqa: F401  (loopback defaults and the master key)
-
-OLLAMA_PROVIDERS = ("ollama/", "ollama_chat/")
+from plugins import provenance
 
 
 def client_keep_alive(kwargs: dict[str, Any]) -> bool:
@@ -25,7 +23,7 @@ def client_keep_alive(kwargs: dict[str, Any]) -> bool:
 
 class KeepAlive(CustomLogger):
     async def async_pre_call_deployment_hook(self, kwargs: dict[str, Any], call_type: Any) -> dict[str, Any]:
-        if not str(kwargs.get("model", "")).startswith(OLLAMA_PROVIDERS):
+        if not provenance.attempt_deployment(kwargs).is_ollama:
             kwargs.pop("keep_alive", None)
             return kwargs
         if client_keep_alive(kwargs):

@@ -16,11 +16,10 @@ from typing import Any
 
 from litellm.integrations.custom_logger import CustomLogger
 
-import plugins.environment  # noqa: F401  (loopback defaults and the master key)
+from contract import PREMIUM
 from plugins import provenance
 from plugins.request_guard import bad_request
 
-PREMIUM = "premium"
 BODY_CHAINS = ("fallbacks", "context_window_fallbacks", "default_fallbacks")
 
 
@@ -28,17 +27,6 @@ class PremiumRefused(Exception):
     """An attempt at a premium deployment for a request that did not name it."""
 
     status_code = 403
-
-
-def _premium_tiers() -> set[str]:
-    from litellm.proxy import proxy_server
-
-    router = getattr(proxy_server, "llm_router", None)
-    return {
-        d["model_name"]
-        for d in (getattr(router, "model_list", None) or [])
-        if (d.get("model_info") or {}).get("lane") == PREMIUM
-    }
 
 
 def _named(value: Any) -> set[str]:
@@ -61,7 +49,7 @@ class PremiumGuard(CustomLogger):
         chains = {key: data[key] for key in BODY_CHAINS if data.get(key)}
         if not chains:
             return data
-        premium = _premium_tiers()
+        premium = provenance.served_tiers().premium()
         if data.get("model") in premium:
             raise bad_request(
                 f"'{data['model']}' is the premium lane: it has no fallback; remove "
@@ -77,13 +65,13 @@ class PremiumGuard(CustomLogger):
         return data
 
     async def async_pre_call_deployment_hook(self, kwargs: dict[str, Any], call_type: Any) -> dict[str, Any]:
-        if (kwargs.get("model_info") or {}).get("lane") != PREMIUM:
+        if provenance.attempt_deployment(kwargs).lane != PREMIUM:
             return kwargs
         body = (kwargs.get("proxy_server_request") or {}).get("body") or {}
         asked = body.get("model") if isinstance(body, dict) else None
         tier = (kwargs.get("metadata") or {}).get("model_group")
         if asked is not None and asked != tier:
-            provenance.note_refusal(kwargs.get("litellm_call_id"), str(tier), "refused: premium only when named")
+            provenance.note_failure(kwargs.get("litellm_call_id"), str(tier), "refused: premium only when named")
             raise PremiumRefused(
                 f"{tier}: refused, premium is reached only when a request names it (this one asked for {asked})"
             )

@@ -12,22 +12,14 @@ from typing import Any
 
 from litellm.integrations.custom_logger import CustomLogger
 
-import plugins.environment  # noqa: F401  (loopback defaults and the master key)
-
-COUNCIL = "council"  # never cached: each call must ask its members afresh
-
-
-def served_tiers() -> list[str]:
-    from litellm.proxy import proxy_server
-
-    router = getattr(proxy_server, "llm_router", None)
-    return sorted(router.get_model_names()) if router is not None else []
+from contract import COUNCIL, no_cache
+from plugins import provenance
 
 
 class RequestGuard(CustomLogger):
     async def async_pre_call_hook(self, user_api_key_dict: Any, cache: Any, data: dict, call_type: Any) -> dict:
         model = data.get("model")
-        tiers = served_tiers()
+        tiers = sorted(provenance.served_tiers().names())
         if isinstance(model, str) and tiers and model not in tiers:
             raise bad_request(f"unknown model '{model}': this stack serves {', '.join(tiers)}")
         if "messages" in data and not _valid_messages(data["messages"]):
@@ -35,7 +27,7 @@ class RequestGuard(CustomLogger):
                 'messages must be a non-empty list of objects with a role, e.g. [{"role": "user", "content": "hi"}]'
             )
         if model == COUNCIL:
-            data["cache"] = {"no-cache": True, "no-store": True}
+            data["cache"] = no_cache()  # never cached: each call must ask its members afresh
         return data
 
 

@@ -7,10 +7,11 @@ from typing import Any
 import pytest
 
 from ask_cli import stack_config
-from tests.stack import CONFIG, ROOT
+from contract import tiers as tier_model
+from harness.stack import CONFIG, ROOT
 
 CONFIG_DATA = stack_config.load(CONFIG)
-TIERS = {m["model_name"]: m for m in stack_config.tiers(CONFIG_DATA)}
+TIERS = {m["model_name"]: m for m in CONFIG_DATA["model_list"]}  # the yaml as written
 FALLBACKS = {k: v for entry in CONFIG_DATA["router_settings"]["fallbacks"] for k, v in entry.items()}
 
 
@@ -112,7 +113,7 @@ def test_the_cloud_lanes_keep_premium_by_name_and_reasoning_in_the_cloud(monkeyp
     config, dropped = stack_config.with_cloud(CONFIG_DATA, ROOT / stack_config.CLOUD_NAME)
     assert dropped == [] and stack_config.routing_problems(config) == []
     assert stack_config.routing_problems(CONFIG_DATA) == []
-    lanes = stack_config.lanes(config)
+    lanes = {tier.name: tier.lane for tier in tier_model.from_config(config)}
     assert (lanes["premium"], lanes["reasoning"], lanes["cloud-free"], lanes["fast-9b"]) == (
         "premium",
         "free-cloud",

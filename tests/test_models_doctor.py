@@ -6,7 +6,6 @@ backend addresses), so each test sets those and calls the commands' own function
 
 from __future__ import annotations
 
-import ast
 import json
 import socket
 import threading
@@ -17,10 +16,12 @@ from datetime import UTC, datetime
 
 import pytest
 
-from ask_cli import doctor, models, paths, stack_config
-from tests.fake_ollama import FakeOllama
-from tests.fake_openai import FakeOpenAI
-from tests.stack import CONFIG, KEY, ROOT, Proxy, closed_port_url, free_port
+from ask_cli import doctor, models, stack_config
+from contract import paths
+from contract import tiers as tier_model
+from harness.fake_ollama import FakeOllama
+from harness.fake_openai import FakeOpenAI
+from harness.stack import CONFIG, KEY, Proxy, closed_port_url, free_port
 
 TIERS = ["fast-9b", "fast-3b", "fast-1b", "think-9b", "coder-30b", "heavy", "tiny", "council"]
 CODER = "qwen3-coder:30b"
@@ -201,7 +202,7 @@ def test_doctor_says_when_the_key_is_not_the_proxys(
 
 
 def test_budget_on_a_24_gb_machine_names_the_pairs_that_cannot_be_resident_together() -> None:
-    tiers = models.tiers_from_config(stack_config.load(CONFIG))
+    tiers = tier_model.from_config(stack_config.load(CONFIG))
     lines = [c.line() for c in doctor.budget_checks(tiers, 24 * doctor.GIB)]
     assert lines[0] == "ok    budget: 24.0 GB RAM − 12 GB for the OS and open apps = 12.0 GB for models"
     assert (
@@ -216,10 +217,16 @@ def test_budget_on_a_24_gb_machine_names_the_pairs_that_cannot_be_resident_toget
 
 
 def test_budget_warns_when_neither_of_a_crowded_pair_leaves_quickly() -> None:
-    tiers = [
-        models.Tier("a", "ollama", "a:1", "http://x", "15m", 8.0),
-        models.Tier("b", "ollama", "b:1", "http://x", "10m", 8.0),
-    ]
+    tiers = tier_model.build(
+        [
+            {
+                "model_name": name,
+                "litellm_params": {"model": f"ollama_chat/{name}:1", "api_base": "http://x"},
+                "model_info": {"keep_alive": keep_alive, "resident_gb": 8.0},
+            }
+            for name, keep_alive in (("a", "15m"), ("b", "10m"))
+        ]
+    )
     [_, pair] = doctor.budget_checks(tiers, 24 * doctor.GIB)
     assert pair.status == "warn" and "neither leaves within a minute" in pair.what
 
@@ -305,17 +312,6 @@ def test_expiry_parsing_and_wording() -> None:
         None,
         None,
     ]
-
-
-def test_loopback_defaults_match_plugins_environment() -> None:
-    """Copied rather than imported (importing it mutates os.environ); they must not drift apart."""
-    tree = ast.parse((ROOT / "plugins" / "environment.py").read_text())
-    [value] = [
-        node.value
-        for node in ast.walk(tree)
-        if isinstance(node, ast.AnnAssign) and getattr(node.target, "id", "") == "BACKEND_DEFAULTS"
-    ]
-    assert ast.literal_eval(value) == models.BACKEND_DEFAULTS
 
 
 def test_ram_is_read_from_this_machine() -> None:

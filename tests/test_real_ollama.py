@@ -16,7 +16,8 @@ from datetime import datetime
 import pytest
 
 from ask_cli import stack_config
-from tests.stack import CONFIG, Proxy, closed_port_url, running_proxy
+from contract import tiers as tier_model
+from harness.stack import CONFIG, Proxy, closed_port_url, running_proxy
 
 OLLAMA = os.environ.get("OLLAMA_API_BASE", "http://127.0.0.1:11434").rstrip("/")
 KEEP = {"15m": 900, "5m": 300, "2m": 120, "30s": 30}
@@ -32,9 +33,7 @@ def _get(path: str) -> dict | None:
 
 pytestmark = pytest.mark.skipif(_get("/api/version") is None, reason=f"no Ollama answers at {OLLAMA}")
 
-TIERS = [
-    m for m in stack_config.tiers(stack_config.load(CONFIG)) if m["litellm_params"]["model"].startswith("ollama_chat/")
-]
+TIERS = [t for t in tier_model.from_config(stack_config.load(CONFIG)) if t.is_ollama]
 
 
 @pytest.fixture(scope="module")
@@ -48,14 +47,14 @@ def real(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
         yield proxy
 
 
-@pytest.mark.parametrize("tier", TIERS, ids=[m["model_name"] for m in TIERS])
+@pytest.mark.parametrize("tier", TIERS, ids=[t.name for t in TIERS])
 def test_pulled_tier_is_served_by_itself_and_kept_warm_as_configured(real: Proxy, tier: dict) -> None:
-    tag = tier["litellm_params"]["model"].removeprefix("ollama_chat/")
+    tag = tier.primary.model
     pulled = {m["name"] for m in (_get("/api/tags") or {}).get("models", [])}
     if tag not in pulled and f"{tag}:latest" not in pulled:
         pytest.skip(f"{tag} is not pulled (ollama pull {tag})")
-    resp = real.chat(tier["model_name"], "Reply with one word: ok", max_tokens=16)
-    assert resp.status_code == 200 and resp.headers["x-served-by"] == tier["model_name"]
+    resp = real.chat(tier.name, "Reply with one word: ok", max_tokens=16)
+    assert resp.status_code == 200 and resp.headers["x-served-by"] == tier.name
     loaded = {m["name"]: m["expires_at"] for m in (_get("/api/ps") or {}).get("models", [])}
     left = (datetime.fromisoformat(loaded[tag]) - datetime.now().astimezone()).total_seconds()
-    assert 0 < left <= KEEP[tier["model_info"]["keep_alive"]] + 5
+    assert 0 < left <= KEEP[tier.keep_alive] + 5

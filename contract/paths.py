@@ -10,6 +10,7 @@ import secrets
 from pathlib import Path
 
 KEY_ENV = "LITELLM_MASTER_KEY"
+DEMOTION_LOG_ENV = "DEMOTION_LOG"
 
 
 def _xdg(var: str, fallback: str) -> Path:
@@ -25,6 +26,12 @@ def config_dir() -> Path:
 def data_dir() -> Path:
     """`$XDG_DATA_HOME/ask` or `~/.local/share/ask`: logs and caches live here."""
     return _xdg("XDG_DATA_HOME", ".local/share") / "ask"
+
+
+def demotion_log() -> Path:
+    """`$DEMOTION_LOG`, else `demotions.jsonl` in the data dir: the proxy writes it, `ask` and tests read it."""
+    configured = os.environ.get(DEMOTION_LOG_ENV)
+    return Path(configured).expanduser() if configured else data_dir() / "demotions.jsonl"
 
 
 def private_dir(path: Path) -> Path:
