@@ -18,18 +18,19 @@ import re
 import shlex
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO
 
-from ask_cli import client, paths, stack_config
+from ask_cli import client, stack_config
+from contract import DEFAULT_TIER, paths
+from contract import tiers as tier_model
 
-TOOLS = ("opencode", "claude-code", "continue", "aider", "env")
 KEY_ENV = paths.KEY_ENV  # LITELLM_MASTER_KEY
 # Best first: the main coding tier, then the fast one for small jobs, then the others worth offering.
-CODING_TIERS = ("coder-30b", "fast-9b", "think-9b", "heavy")
+CODING_TIERS = ("coder-30b", DEFAULT_TIER, "think-9b", "heavy")
 AUTOCOMPLETE_TIERS = ("fast-3b", "fast-1b")
 OPENCODE_PROVIDER = "ask"  # models are then `ask/coder-30b` in opencode
 CONTINUE_SUFFIX = " (local stack)"  # marks the Continue model entries this command owns
@@ -45,8 +46,9 @@ class SetupError(Exception):
 
 
 @dataclass(frozen=True)
-class Tiers:
-    """The tiers the assistants get, read from litellm-config.yaml so a renamed tier never drifts."""
+class CodingTiers:
+    """The tiers an assistant gets for each of its roles, read from litellm-config.yaml so a renamed tier never
+    drifts."""
 
     main: str
     small: str
@@ -55,26 +57,22 @@ class Tiers:
     context: dict[str, int] = field(default_factory=dict)  # num_ctx where the yaml says it
 
 
-def tiers_from_config(config: dict[str, Any]) -> Tiers:
-    entries = stack_config.tiers(config)
-    names = [str(t["model_name"]) for t in entries]
-    if not names:
+def coding_tiers(config: Mapping[str, Any]) -> CodingTiers:
+    """The best of the config's tiers (`contract.tiers`) for the main, small and autocomplete roles."""
+    served = tier_model.from_config(config)
+    if not len(served):
         raise SetupError("litellm-config.yaml defines no tiers (model_list is empty)")
-    coding = tuple(n for n in CODING_TIERS if n in names) or tuple(names)
-    context: dict[str, int] = {}
-    for entry in entries:
-        num_ctx = (entry.get("litellm_params") or {}).get("num_ctx")
-        if isinstance(num_ctx, int) and num_ctx > 0:
-            context[str(entry["model_name"])] = num_ctx
-    small = "fast-9b" if "fast-9b" in names else coding[0]
-    autocomplete = next((n for n in AUTOCOMPLETE_TIERS if n in names), small)
-    return Tiers(main=coding[0], small=small, autocomplete=autocomplete, coding=coding, context=context)
+    coding = tuple(n for n in CODING_TIERS if n in served) or tuple(served.names())
+    small = DEFAULT_TIER if DEFAULT_TIER in served else coding[0]
+    autocomplete = next((n for n in AUTOCOMPLETE_TIERS if n in served), small)
+    context = {t.name: t.num_ctx for t in served if t.num_ctx}
+    return CodingTiers(main=coding[0], small=small, autocomplete=autocomplete, coding=coding, context=context)
 
 
-def load_tiers(config_path: Path | None = None) -> Tiers:
+def load_tiers(config_path: Path | None = None) -> CodingTiers:
     path = config_path or stack_config.default_config_path()
     try:
-        return tiers_from_config(stack_config.load(path))
+        return coding_tiers(stack_config.load(path))
     except stack_config.ConfigError as exc:
         raise SetupError(str(exc), 2) from None
 
@@ -113,7 +111,7 @@ def key_expression(key_file: Path) -> str:
 # --- the configs, one pure function each -------------------------------------------------------------------
 
 
-def opencode_config(base_url: str, tiers: Tiers) -> dict[str, Any]:
+def opencode_config(base_url: str, tiers: CodingTiers) -> dict[str, Any]:
     """opencode's custom OpenAI-compatible provider.
 
     Format: https://opencode.ai/docs/providers/#custom-provider (`npm: @ai-sdk/openai-compatible`, `options.baseURL`,
@@ -143,7 +141,7 @@ def opencode_config(base_url: str, tiers: Tiers) -> dict[str, Any]:
     }
 
 
-def claude_code_settings(proxy: str, tiers: Tiers, key_file: Path) -> dict[str, Any]:
+def claude_code_settings(proxy: str, tiers: CodingTiers, key_file: Path) -> dict[str, Any]:
     """Claude Code's `~/.claude/settings.json` keys for an Anthropic-format gateway.
 
     LiteLLM serves `POST /v1/messages` and routes its `model` through the router like /chat/completions
@@ -171,7 +169,7 @@ def claude_code_settings(proxy: str, tiers: Tiers, key_file: Path) -> dict[str, 
     }
 
 
-def continue_config(base_url: str, tiers: Tiers) -> dict[str, Any]:
+def continue_config(base_url: str, tiers: CodingTiers) -> dict[str, Any]:
     """Continue's `config.yaml` with one `provider: openai` model per tier.
 
     Format: https://docs.continue.dev/reference (top-level `name`/`version`/`schema: v1` required; `models[]` with
@@ -203,7 +201,7 @@ def continue_config(base_url: str, tiers: Tiers) -> dict[str, Any]:
     return {"name": "Local LLM stack", "version": "0.0.1", "schema": "v1", "models": models}
 
 
-def aider_config(base_url: str, tiers: Tiers, key: str | None = None) -> dict[str, Any]:
+def aider_config(base_url: str, tiers: CodingTiers, key: str | None = None) -> dict[str, Any]:
     """aider's `~/.aider.conf.yml` keys; `openai/` makes aider (via LiteLLM) speak OpenAI to `openai-api-base`.
 
     Keys: https://aider.chat/docs/config/aider_conf.html (sample.aider.conf.yml: `openai-api-base`,
@@ -220,7 +218,7 @@ def aider_config(base_url: str, tiers: Tiers, key: str | None = None) -> dict[st
     return config
 
 
-def env_lines(base_url: str, tiers: Tiers, key_file: Path) -> str:
+def env_lines(base_url: str, tiers: CodingTiers, key_file: Path) -> str:
     """`eval "$(ask setup env)"`: both spellings of the base URL (OPENAI_BASE_URL for the openai SDK ≥1,
     OPENAI_API_BASE for LiteLLM-based tools such as aider: https://aider.chat/docs/llms/openai-compat.html)."""
     return "\n".join(
@@ -419,124 +417,162 @@ def _dump_yaml(data: dict[str, Any], header: str = "") -> str:
     return header + yaml.safe_dump(data, default_flow_style=False, sort_keys=False, allow_unicode=True, width=120)
 
 
-def target_path(tool: str) -> Path | None:
-    """Where each tool reads its user-wide config (None for `env`)."""
-    home = Path.home()
-    if tool == "opencode":  # opencode uses xdg-basedir: $XDG_CONFIG_HOME/opencode, default ~/.config/opencode
-        xdg = os.environ.get("XDG_CONFIG_HOME")
-        return (Path(xdg) if xdg else home / ".config") / "opencode" / "opencode.json"
-    return {
-        "claude-code": home / ".claude" / "settings.json",
-        "continue": home / ".continue" / "config.yaml",
-        "aider": home / ".aider.conf.yml",
-    }.get(tool)
+@dataclass(frozen=True)
+class Setting:
+    """What every assistant's config is made from."""
+
+    tiers: CodingTiers
+    key: str | None  # the master key: only ever written into aider's file
+    base: str  # the OpenAI-compatible base URL
+    proxy: str  # the proxy's root (Anthropic-format clients append /v1/messages)
+    key_file: Path
+
+    def no_key(self) -> list[str]:
+        return [] if self.key else [f"no master key yet: `ask serve` creates {tilde(self.key_file)} on its first start"]
 
 
-def _no_key(key_file: Path, key: str | None) -> list[str]:
-    return [] if key else [f"no master key yet: `ask serve` creates {tilde(key_file)} on its first start"]
+def plan_opencode(s: Setting, path: Path | None) -> Plan:
+    ours = opencode_config(s.base, s.tiers)
+    return Plan(
+        "opencode",
+        _dump_json(ours),
+        f"put this in {tilde(path)} (or a project's opencode.json), or run `ask setup opencode --write`",
+        [
+            f"opencode reads the key from ${KEY_ENV}: export {KEY_ENV}=$(cat {shell_path(s.key_file)})  "
+            "(in your shell profile)",
+            *s.no_key(),
+            f"then: opencode -m {OPENCODE_PROVIDER}/{s.tiers.main}",
+        ],
+        path,
+        lambda text: _dump_json(merge_opencode(parse_json_object(text, path, jsonc_ok=True), ours)),
+    )
 
 
-def plan(tool: str, tiers: Tiers, key: str | None) -> Plan:
-    base, proxy, key_file = openai_base(), client.proxy_url(), paths.key_file()
-    path = target_path(tool)
-    export_key = f"export {KEY_ENV}=$(cat {shell_path(key_file)})"
-    if tool == "opencode":
-        ours = opencode_config(base, tiers)
-        return Plan(
-            tool,
-            _dump_json(ours),
-            f"put this in {tilde(path)} (or a project's opencode.json), or run `ask setup opencode --write`",
-            [
-                f"opencode reads the key from ${KEY_ENV}: {export_key}  (in your shell profile)",
-                *_no_key(key_file, key),
-                f"then: opencode -m {OPENCODE_PROVIDER}/{tiers.main}",
-            ],
-            path,
-            lambda text: _dump_json(merge_opencode(parse_json_object(text, path, jsonc_ok=True), ours)),
-        )
-    if tool == "claude-code":
-        ours = claude_code_settings(proxy, tiers, key_file)
-        env = " ".join(f"{k}={shlex.quote(v)}" for k, v in ours["env"].items())
-        notes = [
-            f"apiKeyHelper reads ${KEY_ENV} or {tilde(key_file)} when claude starts: the file holds no key",
-            "other tiers: /model " + " or /model ".join(tiers.coding),
-        ]
-        shadowing = [v for v in ("ANTHROPIC_AUTH_TOKEN", "ANTHROPIC_API_KEY") if os.environ.get(v)]
-        if shadowing:
-            notes.append(
-                f"warning: {' and '.join(shadowing)} set in this shell outrank apiKeyHelper: unset them "
-                "before running claude against the stack"
-            )
-        return Plan(
-            tool,
-            _dump_json(ours),
-            f"put these keys in {tilde(path)}, or run `ask setup claude-code --write`; or for one shell: "
-            f"export {env} ANTHROPIC_AUTH_TOKEN={key_expression(key_file)}",
-            notes + _no_key(key_file, key),
-            path,
-            lambda text: _dump_json(merge_claude_code(parse_json_object(text, path), ours)),
-        )
-    if tool == "continue":
-        ours = continue_config(base, tiers)
-        notes = [
-            f"Continue resolves ${{{{ secrets.{KEY_ENV} }}}} from ~/.continue/.env or the IDE's environment: "
-            f"printf '{KEY_ENV}=%s\\n' \"$(cat {shell_path(key_file)})\" >> ~/.continue/.env && "
-            "chmod 600 ~/.continue/.env",
-            *_no_key(key_file, key),
-        ]
-        legacy = Path.home() / ".continue" / "config.json"
-        if legacy.exists() and path is not None and not path.exists():
-            notes.append(
-                f"note: once {tilde(path)} exists Continue reads it instead of {tilde(legacy)}: "
-                "move your models over (https://docs.continue.dev/customize/yaml-migration)"
-            )
-        header = "# Continue config for the local LLM stack (ask setup continue)\n"
-        return Plan(
-            tool,
-            _dump_yaml(ours, header),
-            f"put these models in {tilde(path)}, or run `ask setup continue --write`",
-            notes,
-            path,
-            lambda text: _dump_yaml(merge_continue(parse_yaml_mapping(text, path), ours)),
-        )
-    if tool == "aider":
-        ours = aider_config(base, tiers)
-        others = ", ".join(f"openai/{t}" for t in tiers.coding if t not in (tiers.main, tiers.small))
-        header = (
-            "# ~/.aider.conf.yml for the local LLM stack (ask setup aider)\n"
-            "# openai-api-key: aider reads OPENAI_API_KEY; `ask setup aider --write` puts the key here (0600)\n"
-            + (f"# other tiers: {others}\n" if others else "")
-        )
-
-        def render(text: str) -> str:
-            parse_yaml_mapping(text, path)  # a malformed file stops here, before any edit
-            if key is None:
-                raise SetupError(
-                    f"no master key in {tilde(key_file)} or ${KEY_ENV} to write into {path}: start "
-                    "the stack once with `ask serve`, which creates it"
-                )
-            return merge_flat_yaml(text, aider_config(base, tiers, key))
-
-        return Plan(
-            tool,
-            _dump_yaml(ours, header),
-            f"put this in {tilde(path)} (or a repo's .aider.conf.yml) and give aider the key: "
-            f"export OPENAI_API_KEY={key_expression(key_file)}; or run `ask setup aider --write`, which also "
-            "writes the key into the file and makes it 0600",
-            [
-                "aider will warn that it does not know these models' context window: harmless "
-                "(show-model-warnings: false silences it)"
-            ],
-            path,
-            render,
-            secret=True,
+def plan_claude_code(s: Setting, path: Path | None) -> Plan:
+    ours = claude_code_settings(s.proxy, s.tiers, s.key_file)
+    env = " ".join(f"{k}={shlex.quote(v)}" for k, v in ours["env"].items())
+    notes = [
+        f"apiKeyHelper reads ${KEY_ENV} or {tilde(s.key_file)} when claude starts: the file holds no key",
+        "other tiers: /model " + " or /model ".join(s.tiers.coding),
+    ]
+    shadowing = [v for v in ("ANTHROPIC_AUTH_TOKEN", "ANTHROPIC_API_KEY") if os.environ.get(v)]
+    if shadowing:
+        notes.append(
+            f"warning: {' and '.join(shadowing)} set in this shell outrank apiKeyHelper: unset them "
+            "before running claude against the stack"
         )
     return Plan(
-        tool,
-        env_lines(base, tiers, key_file),
-        'eval "$(ask setup env)" in this shell, or add the lines to your shell profile',
-        _no_key(key_file, key),
+        "claude-code",
+        _dump_json(ours),
+        f"put these keys in {tilde(path)}, or run `ask setup claude-code --write`; or for one shell: "
+        f"export {env} ANTHROPIC_AUTH_TOKEN={key_expression(s.key_file)}",
+        notes + s.no_key(),
+        path,
+        lambda text: _dump_json(merge_claude_code(parse_json_object(text, path), ours)),
     )
+
+
+def plan_continue(s: Setting, path: Path | None) -> Plan:
+    ours = continue_config(s.base, s.tiers)
+    notes = [
+        f"Continue resolves ${{{{ secrets.{KEY_ENV} }}}} from ~/.continue/.env or the IDE's environment: "
+        f"printf '{KEY_ENV}=%s\\n' \"$(cat {shell_path(s.key_file)})\" >> ~/.continue/.env && "
+        "chmod 600 ~/.continue/.env",
+        *s.no_key(),
+    ]
+    legacy = Path.home() / ".continue" / "config.json"
+    if legacy.exists() and path is not None and not path.exists():
+        notes.append(
+            f"note: once {tilde(path)} exists Continue reads it instead of {tilde(legacy)}: "
+            "move your models over (https://docs.continue.dev/customize/yaml-migration)"
+        )
+    header = "# Continue config for the local LLM stack (ask setup continue)\n"
+    return Plan(
+        "continue",
+        _dump_yaml(ours, header),
+        f"put these models in {tilde(path)}, or run `ask setup continue --write`",
+        notes,
+        path,
+        lambda text: _dump_yaml(merge_continue(parse_yaml_mapping(text, path), ours)),
+    )
+
+
+def plan_aider(s: Setting, path: Path | None) -> Plan:
+    tiers = s.tiers
+    others = ", ".join(f"openai/{t}" for t in tiers.coding if t not in (tiers.main, tiers.small))
+    header = (
+        "# ~/.aider.conf.yml for the local LLM stack (ask setup aider)\n"
+        "# openai-api-key: aider reads OPENAI_API_KEY; `ask setup aider --write` puts the key here (0600)\n"
+        + (f"# other tiers: {others}\n" if others else "")
+    )
+
+    def render(text: str) -> str:
+        parse_yaml_mapping(text, path)  # a malformed file stops here, before any edit
+        if s.key is None:
+            raise SetupError(
+                f"no master key in {tilde(s.key_file)} or ${KEY_ENV} to write into {path}: start "
+                "the stack once with `ask serve`, which creates it"
+            )
+        return merge_flat_yaml(text, aider_config(s.base, tiers, s.key))
+
+    return Plan(
+        "aider",
+        _dump_yaml(aider_config(s.base, tiers), header),
+        f"put this in {tilde(path)} (or a repo's .aider.conf.yml) and give aider the key: "
+        f"export OPENAI_API_KEY={key_expression(s.key_file)}; or run `ask setup aider --write`, which also "
+        "writes the key into the file and makes it 0600",
+        [
+            "aider will warn that it does not know these models' context window: harmless "
+            "(show-model-warnings: false silences it)"
+        ],
+        path,
+        render,
+        secret=True,
+    )
+
+
+def plan_env(s: Setting, path: Path | None) -> Plan:
+    return Plan(
+        "env",
+        env_lines(s.base, s.tiers, s.key_file),
+        'eval "$(ask setup env)" in this shell, or add the lines to your shell profile',
+        s.no_key(),
+    )
+
+
+def opencode_path() -> Path:
+    """opencode uses xdg-basedir: $XDG_CONFIG_HOME/opencode, default ~/.config/opencode."""
+    xdg = os.environ.get("XDG_CONFIG_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".config") / "opencode" / "opencode.json"
+
+
+@dataclass(frozen=True)
+class Assistant:
+    """One tool `ask setup` configures: where it reads its user-wide config (None: no file, only lines to
+    eval) and the plan that prints or merges ours."""
+
+    name: str
+    target: Callable[[], Path | None]
+    plan: Callable[[Setting, Path | None], Plan]
+
+
+# Every assistant, one entry each: `ask setup`'s help, its error for an unknown name and the dispatch read this.
+ASSISTANTS: dict[str, Assistant] = {
+    a.name: a
+    for a in (
+        Assistant("opencode", opencode_path, plan_opencode),
+        Assistant("claude-code", lambda: Path.home() / ".claude" / "settings.json", plan_claude_code),
+        Assistant("continue", lambda: Path.home() / ".continue" / "config.yaml", plan_continue),
+        Assistant("aider", lambda: Path.home() / ".aider.conf.yml", plan_aider),
+        Assistant("env", lambda: None, plan_env),
+    )
+}
+
+
+def plan(tool: str, tiers: CodingTiers, key: str | None) -> Plan:
+    assistant = ASSISTANTS[tool]
+    setting = Setting(tiers, key, openai_base(), client.proxy_url(), paths.key_file())
+    return assistant.plan(setting, assistant.target())
 
 
 # --- writing ------------------------------------------------------------------------------------------------
@@ -657,8 +693,8 @@ def run(
     tool's file. Returns the exit code: 0 done, 1 not written (declined, malformed file, no key), 2 usage."""
     out, err = stdout or sys.stdout, stderr or sys.stderr
     key = paths.master_key(create=False)
-    if tool not in TOOLS:
-        err.write(f"ask: unknown tool '{tool}': pick one of {', '.join(TOOLS)}\n")
+    if tool not in ASSISTANTS:
+        err.write(f"ask: unknown tool '{tool}': pick one of {', '.join(ASSISTANTS)}\n")
         return 2
     try:
         p = plan(tool, load_tiers(config), key)

@@ -15,7 +15,7 @@ import stat
 import time
 from pathlib import Path
 
-from ask_cli import paths
+from contract import COUNCIL, paths
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing on the hit path
 if TYPE_CHECKING:
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from typing import Any
 
 TTL_S = 30 * 24 * 3600  # 30 days: long enough for weekly cron jobs, short enough that old models' answers age out
-UNCACHEABLE = frozenset({"council"})  # intentionally stochastic: a cached answer would defeat its purpose
+UNCACHEABLE = frozenset({COUNCIL})  # intentionally stochastic: a cached answer would defeat its purpose
 BUSY_TIMEOUT_MS = 2000  # concurrent `ask` processes wait for each other's short writes instead of failing
 KEY_VERSION = 1  # bump when the key's inputs change meaning, so old rows simply stop matching
 
@@ -60,9 +60,10 @@ def cacheable(model: str) -> bool:
     return model not in UNCACHEABLE
 
 
-def should_store(model: str, demoted: bool) -> bool:
-    """Store only undemoted answers: a demoted one cached under the tier asked for would hide the demotion."""
-    return cacheable(model) and not demoted
+def should_store(model: str, served_by: str | None, demoted: bool) -> bool:
+    """Store only answers the proxy vouched for: a demoted one cached under the tier asked for would hide the
+    demotion, and one whose served tier the proxy did not say (`served_by` None) would be cached as a guess."""
+    return cacheable(model) and served_by is not None and not demoted
 
 
 # Schema changes: append a function, never edit one that has shipped. Each runs once, in order, recorded by
@@ -175,10 +176,6 @@ class PromptCache:
             self._db = connect(self.path)
         except (sqlite3.Error, OSError) as exc:
             self._fail("cannot open", exc)
-
-    @classmethod
-    def open(cls, path: Path | None = None) -> PromptCache:
-        return cls(path)
 
     @property
     def usable(self) -> bool:

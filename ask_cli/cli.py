@@ -1,35 +1,74 @@
 """The `ask` command line: `ask "prompt"` for an answer, `ask <command>` for everything else.
 
-`main` dispatches: a first argument that names a command goes to the command group, anything else is a
-question. (A question that is exactly a command's name: `ask -- stats`.)
+The commands form one Typer group whose default command is the question (`DefaultGroup`): a first argument that
+names a command runs it, anything else is asked. A question that is exactly a command's name: `ask -- stats`.
+The commands are the ones `ask_cli.entry.COMMANDS` lists, the tier flags the rows of `ask_cli.query.TIER_FLAGS`.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from typer.core import TyperCommand, TyperGroup
+from typer.main import get_install_completion_arguments
 
-from ask_cli import __version__, paths
+from ask_cli import __version__, assistants
+from ask_cli import query as q
+from ask_cli.entry import COMMANDS
+from contract import DEFAULT_TIER, paths
 
 if TYPE_CHECKING:
-    from ask_cli.serve import Stack
     from ask_cli.service import Manager as ServiceManager
 
-app = typer.Typer(
-    help="A cheap local LLM tier on your own machine, served by LiteLLM.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
-question_app = typer.Typer(add_completion=True, pretty_exceptions_enable=False)
-COMMANDS_HELP = (
-    "Commands: ask serve (run the stack), ask stats (is it paying off?), ask models (tiers, chains, "
-    "what is loaded), ask doctor (what is wrong, and the fix), ask setup TOOL (coding assistants). "
-    "`ask <command> --help` for their options."
-)
+QUESTION = "question"  # the default command's name: never typed, `ask <anything else>` runs it
+
+
+class DefaultGroup(TyperGroup):
+    """A group with a default command, as click-default-group gives `llm`: when the first argument is not a
+    command's name, the arguments are the question's. The group has no options of its own, so `ask --help`,
+    `ask --version` and `ask --install-completion` are the question's."""
+
+    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
+        if not args or args[0] == QUESTION or args[0] not in self.commands:
+            args = [QUESTION, *args]
+        return super().parse_args(ctx, args)
+
+
+class _AsTheProgram(typer.Context):
+    @property
+    def command_path(self) -> str:
+        """`ask`, not `ask question`, in the usage line and in `Try 'ask --help'`."""
+        return self.parent.command_path if self.parent else super().command_path
+
+
+class QuestionCommand(TyperCommand):
+    """The default command: usage and errors name it `ask`, and it carries the shell-completion options a root
+    command would have."""
+
+    context_class = _AsTheProgram
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.params.extend(get_install_completion_arguments())
+
+
+app = typer.Typer(cls=DefaultGroup, add_completion=False, add_help_option=False, pretty_exceptions_enable=False)
+
+
+def command(name: str, **kwargs: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Register one of `entry.COMMANDS` (KeyError for a name not listed there: the cache-hit path must know it)."""
+    return app.command(name, short_help=COMMANDS[name], **kwargs)
+
+
+def commands_epilog() -> str:
+    listed = ", ".join(f"ask {name} ({about})" for name, about in COMMANDS.items())
+    return f"Commands: {listed}. `ask <command> --help` for their options."
 
 
 def _version(value: bool) -> None:
@@ -38,17 +77,40 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
-@app.callback()
-def group() -> None:
-    """Pick the tier explicitly; the stack makes it work and tells you when it had to fall back."""
-
-
 def fail(message: str, code: int = 1) -> typer.Exit:
     typer.echo(f"ask: {message}", err=True)
     return typer.Exit(code)
 
 
-@app.command()
+def with_tier_flags(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Give a command one boolean option per row of `query.TIER_FLAGS`, after its first parameter; `func`
+    receives the ones given as `tier_flags` (in the table's order). Adding a tier flag is then one row."""
+    names = {f"tier{row.flag.replace('-', '_')}": row for row in q.TIER_FLAGS}
+    flags = [
+        inspect.Parameter(
+            name,
+            inspect.Parameter.KEYWORD_ONLY,
+            default=False,
+            annotation=Annotated[bool, typer.Option(row.flag, help=row.help)],
+        )
+        for name, row in names.items()
+    ]
+    own = [
+        p.replace(kind=inspect.Parameter.KEYWORD_ONLY)  # Typer passes everything by name
+        for p in inspect.signature(func, eval_str=True).parameters.values()
+        if p.name != "tier_flags"
+    ]
+
+    @functools.wraps(func)
+    def wrapper(**kwargs: Any) -> Any:
+        given = [row.flag for name, row in names.items() if kwargs.pop(name)]
+        return func(**kwargs, tier_flags=given)
+
+    wrapper.__signature__ = inspect.Signature([*own[:1], *flags, *own[1:]])  # type: ignore[attr-defined]
+    return wrapper
+
+
+@command("serve")
 def serve(
     config: Annotated[
         Path | None, typer.Option(help="The LiteLLM config. Example: --config ./litellm-config.yaml")
@@ -63,7 +125,7 @@ def serve(
     ask: Annotated[
         str | None, typer.Option("--ask", help="Once ready, answer this prompt. Example: --ask 'Say hi'")
     ] = None,
-    model: Annotated[str, typer.Option(help="The tier for --ask. Example: --model fast-9b")] = "fast-9b",
+    model: Annotated[str, typer.Option(help=f"The tier for --ask. Example: --model {DEFAULT_TIER}")] = DEFAULT_TIER,
     exit_after: Annotated[bool, typer.Option("--exit", help="Stop after answering --ask (a smoke test).")] = False,
 ) -> None:
     """Start the embedded model and the LiteLLM proxy on 127.0.0.1; Ctrl-C stops both.
@@ -77,14 +139,18 @@ def serve(
     serving.stopping_on_signals()
     try:
         stack.start()
-        if ask:
-            _answer(stack, model, ask)
+        if ask:  # a smoke test: a fresh answer, never one from a cache
+            said = q.answer(q.Question(model=model, prompt=ask, max_tokens=64, cached=False), url=stack.url)
+            if said.exit_code:
+                raise fail(said.error or "failed")
             if exit_after:
                 return
         typer.echo("serving; Ctrl-C stops the stack", err=True)
         code = stack.watch()
         if code:
             raise typer.Exit(code)
+    except typer.Exit:
+        raise
     except ConfigError as exc:
         raise fail(str(exc), 2) from None
     except RuntimeError as exc:
@@ -95,7 +161,7 @@ def serve(
         stack.stop()
 
 
-@app.command()
+@command("stats")
 def stats(
     since: Annotated[str | None, typer.Option(help="Only calls this recent. Example: --since 7d")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="The figures as one JSON object.")] = False,
@@ -119,7 +185,7 @@ def stats(
     typer.echo(json.dumps(summary, indent=2) if as_json else telemetry.format_table(summary))
 
 
-@app.command()
+@command("models")
 def models(
     as_json: Annotated[bool, typer.Option("--json", help="The table as a JSON list.")] = False,
     config: Annotated[Path | None, typer.Option(help="The yaml if the proxy is down. Example: --config x.yaml")] = None,
@@ -133,7 +199,7 @@ def models(
     raise typer.Exit(listing.run(as_json=as_json, config=config))
 
 
-@app.command()
+@command("doctor")
 def doctor(
     config: Annotated[Path | None, typer.Option(help="The yaml to check. Example: --config x.yaml")] = None,
     ram_gb: Annotated[float | None, typer.Option(help="RAM to budget (default: this machine's). Example: 24")] = None,
@@ -149,9 +215,9 @@ def doctor(
     raise typer.Exit(checks.run(config=config, ram_gb=ram_gb, os_allowance_gb=os_gb))
 
 
-@app.command()
+@command("setup")
 def setup(
-    tool: Annotated[str, typer.Argument(help="opencode, claude-code, continue, aider or env. Example: opencode")],
+    tool: Annotated[str, typer.Argument(help=f"{', '.join(assistants.ASSISTANTS)}. Example: opencode")],
     write: Annotated[bool, typer.Option("--write", help="Write it where the tool reads it (diff, backup).")] = False,
     yes: Annotated[bool, typer.Option("--yes", help="With --write: do not ask before writing.")] = False,
 ) -> None:
@@ -159,15 +225,13 @@ def setup(
 
     Example: ask setup claude-code --write
     """
-    from ask_cli import assistants
-
     raise typer.Exit(assistants.run(tool, write, yes))
 
 
 service_app = typer.Typer(
     help="Keep the stack running after a reboot: launchd on a Mac, systemd --user on Linux.", no_args_is_help=True
 )
-app.add_typer(service_app, name="service")
+app.add_typer(service_app, name="service", short_help=COMMANDS["service"])
 ServiceNames = Annotated[list[str] | None, typer.Argument(help="proxy, ollama, redis or all (default: proxy)")]
 Manager = Annotated[str | None, typer.Option("--manager", help="launchd or systemd (default: this OS's)", hidden=True)]
 
@@ -299,37 +363,10 @@ def service_logs(
             raise typer.Exit(0) from None
 
 
-def _answer(stack: Stack, model: str, prompt: str) -> None:
-    from ask_cli import client, paths
-    from plugins.provenance import degraded_marker
-
-    body = {"model": model, "messages": [{"role": "user", "content": prompt}], "max_tokens": 64}
-    try:
-        reply, pieces = client.stream_chat(stack.url, paths.master_key() or "", body)
-        if reply.demoted:
-            typer.echo(degraded_marker(reply.requested, reply.served_by), err=True)
-        for piece in pieces:
-            sys.stdout.write(piece)
-            sys.stdout.flush()
-        sys.stdout.write("\n")
-    except client.ProxyError as exc:
-        raise fail(exc.message) from None
-
-
-@question_app.command(epilog=COMMANDS_HELP)
+@app.command(QUESTION, cls=QuestionCommand, hidden=True, epilog=commands_epilog())
+@with_tier_flags
 def question(
     prompt: Annotated[str | None, typer.Argument(help='The question; stdin is appended. Example: ask "hi"')] = None,
-    nine_b: Annotated[bool, typer.Option("--9b", help="fast-9b, the default. Example: ask --9b 'hi'")] = False,
-    three_b: Annotated[bool, typer.Option("--3b", help="fast-3b. Example: ask --3b 'classify: ...'")] = False,
-    one_b: Annotated[bool, typer.Option("--1b", help="fast-1b. Example: ask --1b 'yes or no: ...'")] = False,
-    think: Annotated[bool, typer.Option("--think", help="think-9b. Example: ask --think 'why …'")] = False,
-    coder: Annotated[bool, typer.Option("--coder", help="coder-30b. Example: ask --coder 'refactor ...'")] = False,
-    heavy: Annotated[bool, typer.Option("--heavy", help="heavy, llama.cpp. Example: ask --heavy 'plan ...'")] = False,
-    council: Annotated[bool, typer.Option("--council", help="council, uncached. Example: ask --council '…'")] = False,
-    tiny: Annotated[bool, typer.Option("--tiny", help="tiny, embedded. Example: ask --tiny 'hi'")] = False,
-    premium: Annotated[
-        bool, typer.Option("--premium", help="premium, paid cloud (ask serve --cloud). Example: ask --premium '…'")
-    ] = False,
     model: Annotated[str | None, typer.Option("-m", "--model", help="Any tier. Example: -m coder-30b")] = None,
     system: Annotated[str | None, typer.Option("-s", "--system", help="System prompt. Example: -s 'Be terse.'")] = None,
     temperature: Annotated[float | None, typer.Option(help="Sampling temperature. Example: --temperature 0")] = None,
@@ -340,35 +377,20 @@ def question(
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
     ] = False,
+    *,
+    tier_flags: list[str],
 ) -> None:
     """Ask one tier one question; the answer streams to stdout, a demotion is said on stderr.
 
     Example: git diff --staged | ask "write a one-line commit message"
     """
-    from ask_cli import query as q
-
-    flags = [
-        f
-        for f, on in (
-            ("--9b", nine_b),
-            ("--3b", three_b),
-            ("--1b", one_b),
-            ("--think", think),
-            ("--coder", coder),
-            ("--heavy", heavy),
-            ("--council", council),
-            ("--tiny", tiny),
-            ("--premium", premium),
-        )
-        if on
-    ]
     try:
-        tier = q.pick_tier(flags, model)
+        tier = q.pick_tier(tier_flags, model)
         text, warnings = q.read_prompt(prompt)
     except q.UsageError as exc:
         raise fail(str(exc), 2) from None
     for warning in warnings:
-        typer.echo(f"ask: warning: {warning}", err=True)
+        q.warn(warning)
     asked = q.Question(
         model=tier,
         prompt=text,
@@ -378,38 +400,7 @@ def question(
         fallbacks=not no_fallback,
         cached=not no_cache,
     )
-    if not no_cache and q.answer_from_cache(asked, as_json):
-        return
-
-    def emit(piece: str) -> None:
-        if not as_json:
-            sys.stdout.write(piece)
-            sys.stdout.flush()
-
-    from ask_cli import client
-
-    outcome = q.Outcome(exit_code=1)
-    try:
-        outcome = q.ask_proxy(asked, emit, lambda line: typer.echo(line, err=True))
-    except q.NoKey as exc:
-        outcome.error = str(exc)
-    except client.ProxyUnreachable as exc:
-        outcome.error = f"the proxy is not running at {client.proxy_url()} ({exc}): start it with `ask serve`"
-    except client.ProxyError as exc:
-        outcome.error = exc.message
-    except KeyboardInterrupt:
-        outcome.exit_code, outcome.error = 130, "interrupted"
-    finally:
-        warnings = [q.log_call(asked, outcome, cache_hit=False)]
-    if outcome.exit_code == 0:
-        if as_json:
-            typer.echo(q.as_json(asked, outcome, cache_hit=False))
-        elif outcome.answer and not outcome.answer.endswith("\n"):
-            sys.stdout.write("\n")
-        if not no_cache:
-            warnings.append(q.store_answer(asked, outcome))
-    for warning in filter(None, warnings):
-        typer.echo(f"ask: warning: {warning}", err=True)
+    outcome = q.answer(asked, as_json)
     if outcome.exit_code == 130:
         typer.echo("", err=True)
         raise typer.Exit(130)
@@ -418,13 +409,5 @@ def question(
 
 
 def main() -> None:
-    """The `ask` console script."""
-    first = sys.argv[1] if len(sys.argv) > 1 else None
-    commands = {c.name or (c.callback.__name__ if c.callback else "") for c in app.registered_commands}
-    commands |= {g.name for g in app.registered_groups if g.name}
-    if first == "--":
-        del sys.argv[1]
-    elif first in commands:
-        app(prog_name="ask")
-        return
-    question_app(prog_name="ask")
+    """The `ask` console script (after ask_cli.entry's cache-hit path)."""
+    app(prog_name="ask")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, field
 
-from ask_cli.query import TIER_FLAGS
+from ask_cli.query import TIER_BY_FLAG
 
 # The question's options that change the answer's cache key, or not at all (--no-fallback, --json).
 VALUE_OPTIONS = {
@@ -22,8 +22,16 @@ VALUE_OPTIONS = {
     "--max-tokens": "max_tokens",
 }
 PLAIN_FLAGS = {"--json", "--no-fallback"}
-# The full CLI's commands: never a question on this path.
-COMMANDS = {"serve", "stats", "models", "doctor", "setup", "service"}
+# The full CLI's commands and what each is for: the one list. ask_cli/cli.py registers each under its name (and
+# refuses one not listed here) and lists them in `ask --help`; on this path their names are never a question.
+COMMANDS: dict[str, str] = {
+    "serve": "run the stack",
+    "stats": "is it paying off?",
+    "models": "tiers, chains, what is loaded",
+    "doctor": "what is wrong, and the fix",
+    "setup": "point a coding assistant at the stack",
+    "service": "the stack as login services",
+}
 
 
 @dataclass
@@ -46,7 +54,7 @@ def parse_question(argv: list[str]) -> Parsed | None:
     i = 0
     while i < len(args):
         arg = args[i]
-        if arg in TIER_FLAGS:
+        if arg in TIER_BY_FLAG:
             found.flags.append(arg)
         elif arg in PLAIN_FLAGS:
             found.json = found.json or arg == "--json"

@@ -1,6 +1,7 @@
 """`ask "prompt"`: one question to one tier, the answer streamed, the tier that answered made plain.
 
-Kept apart from the subcommands so the common case pays for nothing else.
+Kept apart from the subcommands so the common case pays for nothing else: the cache-hit path (ask_cli/entry.py)
+imports this module and nothing heavier.
 """
 
 from __future__ import annotations
@@ -11,21 +12,38 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from ask_cli import paths
+from contract import COUNCIL, DEFAULT_TIER, SERVED_BY, no_cache, paths
 
-DEFAULT_TIER = "fast-9b"
-# flag -> tier: the explicit tier flags. `-m NAME` reaches any other tier the proxy serves.
-TIER_FLAGS: dict[str, str] = {
-    "--9b": "fast-9b",
-    "--3b": "fast-3b",
-    "--1b": "fast-1b",
-    "--think": "think-9b",
-    "--coder": "coder-30b",
-    "--heavy": "heavy",
-    "--council": "council",
-    "--tiny": "tiny",
-    "--premium": "premium",  # the paid lane (ask serve --cloud): only ever reached by asking for it
-}
+
+@dataclass(frozen=True)
+class TierFlag:
+    """One `ask --9b`-style flag: the tier it asks for, what sets that tier apart, an example question."""
+
+    flag: str
+    tier: str
+    about: str
+    example: str
+
+    @property
+    def help(self) -> str:
+        return f"{self.tier}{', ' + self.about if self.about else ''}. Example: ask {self.flag} '{self.example}'"
+
+
+# The explicit tier flags, one line each: `ask --help`, the parser and the cache-hit path all read this table.
+# `-m NAME` reaches any other tier the proxy serves.
+TIER_FLAGS: tuple[TierFlag, ...] = (
+    TierFlag("--9b", DEFAULT_TIER, "the default", "hi"),
+    TierFlag("--3b", "fast-3b", "", "classify: ..."),
+    TierFlag("--1b", "fast-1b", "", "yes or no: ..."),
+    TierFlag("--think", "think-9b", "", "why …"),
+    TierFlag("--coder", "coder-30b", "", "refactor ..."),
+    TierFlag("--heavy", "heavy", "llama.cpp", "plan ..."),
+    TierFlag("--council", COUNCIL, "uncached", "…"),
+    TierFlag("--tiny", "tiny", "embedded", "hi"),
+    TierFlag("--premium", "premium", "paid cloud (ask serve --cloud)", "…"),  # only ever reached by asking for it
+)
+TIER_BY_FLAG: dict[str, str] = {f.flag: f.tier for f in TIER_FLAGS}
+SERVED_UNKNOWN = f"the proxy did not say which tier served (no {SERVED_BY})"
 
 
 class UsageError(Exception):
@@ -45,7 +63,6 @@ class Question:
     max_tokens: int | None = None
     fallbacks: bool = True
     cached: bool = True  # False: neither this CLI's cache nor the proxy's answers or keeps it
-    warnings: list[str] = field(default_factory=list)
 
     def body(self) -> dict[str, Any]:
         messages = [{"role": "system", "content": self.system}] if self.system else []
@@ -58,12 +75,12 @@ class Question:
         if not self.fallbacks:
             body["disable_fallbacks"] = True  # LiteLLM: this request fails rather than demote
         if not self.cached:
-            body["cache"] = {"no-cache": True, "no-store": True}  # LiteLLM's per-request cache control
+            body["cache"] = no_cache()
         return body
 
 
 def pick_tier(flags: list[str], model: str | None) -> str:
-    chosen = [TIER_FLAGS[f] for f in flags] + ([model] if model else [])
+    chosen = [TIER_BY_FLAG[f] for f in flags] + ([model] if model else [])
     if len(chosen) > 1:
         raise UsageError(f"pick one tier, not {len(chosen)} ({', '.join(chosen)})")
     return chosen[0] if chosen else DEFAULT_TIER
@@ -92,58 +109,95 @@ def read_prompt(argument: str | None, raw: bytes | None = None) -> tuple[str, li
     return "\n\n".join(parts), warnings
 
 
+def warn(message: str) -> None:
+    """One `ask: warning: …` line on stderr: something the user should know about an answer that still came."""
+    sys.stderr.write(f"ask: warning: {message}\n")
+    sys.stderr.flush()
+
+
 @dataclass
 class Outcome:
     answer: str = ""
-    served_by: str = ""
-    demoted_from: str | None = None
+    served_by: str | None = ""  # "": no tier answered (an error); None: one did, but the proxy did not say which
+    demoted: bool = False  # not what the tier asked for would have given: demoted, or a weakened council
     usage: dict[str, Any] = field(default_factory=dict)
     council: dict[str, Any] | None = None  # the council's members and their answers (`--council`)
-    council_weakened: bool = False  # a council part was demoted or a member failed
     lane: str | None = None  # where the answer was made (X-Served-Lane); None for a cache hit
     ttft_s: float | None = None
     latency_s: float = 0.0
     exit_code: int = 0
     error: str | None = None
 
-    @property
-    def demoted(self) -> bool:
-        """The answer is not what the tier asked for would have given: demoted, or a weakened council."""
-        return self.demoted_from is not None or self.council_weakened
 
-
-def ask_proxy(question: Question, emit: Any, marker: Any) -> Outcome:
-    """Stream the answer through `emit(piece)`; call `marker(text)` once if the proxy demoted the request."""
+def answer(question: Question, json_output: bool = False, url: str | None = None) -> Outcome:
+    """Ask and print, for `ask "prompt"` and `ask serve --ask` alike: a cached answer if there is one, else the
+    proxy's (at `url`, default `client.proxy_url()`) streamed to stdout, or as one JSON object, with a demotion
+    said on stderr; then the telemetry line and the cache write. A failure comes back in the outcome
+    (`exit_code` 1, or 130 when interrupted, and `error`) for the caller to say; warnings are said here."""
     from ask_cli import client
-    from plugins.provenance import council_marker, degraded_marker
+
+    if question.cached and answer_from_cache(question, json_output):
+        return Outcome()
+    base = url or client.proxy_url()
+    outcome = Outcome(exit_code=1)
+    try:
+        outcome = _ask_proxy(question, base, json_output)
+    except NoKey as exc:
+        outcome.error = str(exc)
+    except client.ProxyUnreachable as exc:
+        outcome.error = f"the proxy is not running at {base} ({exc}): start it with `ask serve`"
+    except client.ProxyError as exc:
+        outcome.error = exc.message
+    except KeyboardInterrupt:
+        outcome.exit_code, outcome.error = 130, "interrupted"
+    finally:
+        warnings = [log_call(question, outcome, cache_hit=False)]
+    if outcome.exit_code == 0:
+        if json_output:
+            sys.stdout.write(as_json(question, outcome, cache_hit=False) + "\n")
+        elif outcome.answer and not outcome.answer.endswith("\n"):
+            sys.stdout.write("\n")
+        sys.stdout.flush()
+        if question.cached:
+            warnings.append(store_answer(question, outcome))
+    for warning in filter(None, warnings):
+        warn(warning)
+    return outcome
+
+
+def _ask_proxy(question: Question, base: str, json_output: bool) -> Outcome:
+    """Stream the proxy's answer to stdout (unless `json_output`); say on stderr what the headers say."""
+    from ask_cli import client
 
     key = paths.master_key(create=False)
     if not key:
         raise NoKey(
-            f"no master key in {paths.key_file()} or $LITELLM_MASTER_KEY: start the stack once with "
+            f"no master key in {paths.key_file()} or ${paths.KEY_ENV}: start the stack once with "
             "`ask serve`, which creates it"
         )
     started = time.perf_counter()
-    outcome = Outcome()
-    reply, pieces = client.stream_chat(client.proxy_url(), key, question.body())
-    outcome.served_by, outcome.demoted_from = reply.served_by, reply.demoted_from
-    outcome.council_weakened = reply.council_weakened
-    outcome.lane = reply.lane
-    if reply.demoted:
-        marker(degraded_marker(question.model, reply.served_by))
-    elif reply.council_weakened:
-        marker(council_marker(reply.council_degraded, reply.council_failed))
+    reply, pieces = client.stream_chat(base, key, question.body())
+    said = reply.provenance
+    if said.served is None:
+        warn(SERVED_UNKNOWN)
+    marker = said.marker()
+    if marker:
+        sys.stderr.write(marker + "\n")
+        sys.stderr.flush()
+    outcome = Outcome(served_by=said.served, demoted=marker is not None, lane=said.lane)
     for piece in pieces:
         if outcome.ttft_s is None:
             outcome.ttft_s = round(time.perf_counter() - started, 3)
-        emit(piece)
+        if not json_output:
+            sys.stdout.write(piece)
+            sys.stdout.flush()
     outcome.answer, outcome.usage, outcome.council = reply.text, reply.usage, reply.council
     outcome.latency_s = round(time.perf_counter() - started, 3)
     return outcome
 
 
 def as_json(question: Question, outcome: Outcome, cache_hit: bool) -> str:
-    council = {"council": outcome.council} if outcome.council is not None else {}
+    council = {COUNCIL: outcome.council} if outcome.council is not None else {}
     return json.dumps(
         {
             "answer": outcome.answer,
@@ -195,15 +249,19 @@ def answer_from_cache(question: Question, json_output: bool) -> bool:
 
 
 def store_answer(question: Question, outcome: Outcome) -> str | None:
-    """Keep a good answer for cron's next identical call; never a demoted one (the next call should retry the
-    healthy tier) nor the council's. Returns a warning line when the cache could not be written."""
+    """Keep a good answer for cron's next identical call (see `cache.should_store`). Returns a warning line when
+    the cache could not be written."""
     from ask_cli import cache
 
     key = cache_key(question)
-    if key is None or outcome.exit_code != 0 or not cache.should_store(question.model, outcome.demoted):
+    if (
+        key is None
+        or outcome.exit_code != 0
+        or not cache.should_store(question.model, outcome.served_by, outcome.demoted)
+    ):
         return None
     with cache.PromptCache() as store:
-        if store.put(key, outcome.answer, outcome.served_by, question.model, outcome.usage):
+        if store.put(key, outcome.answer, outcome.served_by or "", question.model, outcome.usage):
             return None
         return store.last_error
 

@@ -15,31 +15,14 @@ import stat
 import time
 from pathlib import Path
 
-from ask_cli import paths
+from contract import FREE_CLOUD, LOCAL, PREMIUM, paths
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing on the hit path
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator
     from typing import Any
 
-# The seed's line, in its order, then the optional fields (always written, null when unknown, so jq sees one shape).
-FIELDS = (
-    "ts",
-    "model",
-    "served_by",
-    "prompt_hash",
-    "prompt_chars",
-    "response_chars",
-    "latency_s",
-    "cache_hit",
-    "demoted",
-    "exit_code",
-    "tokens",
-    "ttft_s",
-    "error",
-    "lane",
-)
-LANES = ("local", "free-cloud", "premium")  # X-Served-Lane: where the answer was made (and what it cost)
+LANES = (LOCAL, FREE_CLOUD, PREMIUM)  # X-Served-Lane: where the answer was made (and what it cost)
 ERROR_MAX = 200  # chars: the kind of failure, not a transcript (an error may quote the request)
 NAME_MAX = 100  # chars for model names: keeps every line far below PIPE_BUF, so one write() stays whole
 SINCE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -88,12 +71,13 @@ def entry(
     now: float | None = None,
     lane: str | None = None,
 ) -> dict[str, Any]:
-    """The log line for one call, typed as the seed's example. `served_by` is "" when no tier answered; `lane`
+    """The log line for one call, typed as the seed's example, every key always written (null when unknown) so jq
+    sees one shape. `served_by` is "" when no tier answered, null when one did but the proxy did not say which; `lane`
     is the served tier's lane (None for a cache hit or an error: nothing was made)."""
     return {
         "ts": round(time.time() if now is None else now, 2),
         "model": _short(model, NAME_MAX) or "",
-        "served_by": _short(served_by, NAME_MAX) or "",
+        "served_by": _short(served_by, NAME_MAX),
         "prompt_hash": prompt_hash(prompt),
         "prompt_chars": len(prompt),
         "response_chars": len(response),
@@ -251,7 +235,8 @@ def _summarize(group: list[dict[str, Any]]) -> dict[str, Any]:
     errors = sum(1 for e in group if e.get("exit_code", 0) != 0)
     served: dict[str, int] = {}
     for e in group:
-        name = e.get("served_by") or "-"
+        said = e.get("served_by")
+        name = "unknown" if said is None else said or "-"  # None: the proxy did not say; "": nothing answered
         served[name] = served.get(name, 0) + 1
     latencies, miss_latencies = [], []
     for e in group:
@@ -304,7 +289,7 @@ def lane_usage(entries: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
     for e in entries:
         if e.get("exit_code", 0) != 0:
             continue
-        lane = "cache" if e.get("cache_hit") is True else str(e.get("lane") or "local")
+        lane = "cache" if e.get("cache_hit") is True else str(e.get("lane") or LOCAL)
         row = usage.setdefault(lane, {"calls": 0, "tokens": 0})
         row["calls"] += 1
         tokens = e.get("tokens")

@@ -13,6 +13,9 @@ from typing import Any
 
 DEFAULT_TIER = "fast-9b"
 COUNCIL = "council"  # the council's tier name: never cached by the proxy or by `ask`
+# The key under the answer's `provider_specific_fields` (the first chunk's delta when streaming) that holds the
+# council's members and their answers: {"members": [{"label", "requested", "served_by", "answer", "error"}]}.
+COUNCIL_FIELD = "council"
 
 # Response headers the proxy writes (plugins/served_by.py) and `ask` reads (ask_cli/client.py).
 SERVED_BY = "X-Served-By"  # the tier that answered

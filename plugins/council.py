@@ -44,6 +44,7 @@ from contract import (
     COUNCIL_CHAIRMAN,
     COUNCIL_DEGRADED,
     COUNCIL_FAILED,
+    COUNCIL_FIELD,
     COUNCIL_MEMBERS,
     DEFAULT_TIER,
     format_pairs,
@@ -210,7 +211,7 @@ def _members_failed(answers: list[MemberAnswer]) -> CustomLLMError:
 
 def _member_fields(answers: list[MemberAnswer]) -> dict[str, Any]:
     return {
-        "council": {
+        COUNCIL_FIELD: {
             "members": [
                 {"label": a.label, "requested": a.requested, "served_by": a.served, "answer": a.text, "error": a.error}
                 for a in answers

@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
-from tests.fake_ollama import FakeOllama
-from tests.stack import KEY, ROOT, Proxy, closed_port_url
+from harness.fake_ollama import FakeOllama
+from harness.stack import KEY, ROOT, Proxy, closed_port_url
 
 NINE_B, THREE_B = "qwen3.5:9b", "llama3.2:3b"
 
@@ -131,9 +134,13 @@ def test_a_question_named_like_a_command(proxy: Proxy, healthy: FakeOllama) -> N
 
 
 def test_version_and_help_show_examples(tmp_path: Path) -> None:
+    from ask_cli import entry, query
+
     assert ask("--version", url="x").stdout.decode().startswith("ask ")
     help_text = ask("--help", url="x").stdout.decode()
     assert "Example: ask --think" in help_text and "ask serve" in help_text
+    assert all(row.flag in help_text for row in query.TIER_FLAGS)
+    assert all(f"ask {name} (" in " ".join(help_text.split()) for name in entry.COMMANDS)
 
 
 def telemetry_lines(home: Path) -> list[dict]:
@@ -257,8 +264,50 @@ def test_stats_answers_the_seed_questions(proxy: Proxy, healthy: FakeOllama) -> 
 
 
 def test_entry_knows_every_command() -> None:
+    import typer
+
     from ask_cli import cli, entry
 
-    commands = {c.name or c.callback.__name__ for c in cli.app.registered_commands}
-    groups = {g.name for g in cli.app.registered_groups}
-    assert commands | groups == entry.COMMANDS and "service" in groups
+    group = typer.main.get_command(cli.app)
+    assert set(group.commands) - {cli.QUESTION} == set(entry.COMMANDS)  # type: ignore[attr-defined]
+    assert "service" in entry.COMMANDS
+
+
+@pytest.fixture
+def headerless() -> Iterator[tuple[str, list[dict]]]:
+    """A stand-in proxy that answers but never says which tier served (no X-Served-By); records the bodies."""
+    bodies: list[dict] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            bodies.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            data = b'data: {"choices":[{"delta":{"content":"an answer"}}]}\n\ndata: [DONE]\n\n'
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}", bodies
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_an_unattributed_answer_is_said_never_guessed_nor_cached(
+    headerless: tuple[str, list[dict]], tmp_path: Path
+) -> None:
+    url, bodies = headerless
+    first = ask("who answered?", url=url)
+    assert first.returncode == 0 and first.stdout.decode() == "an answer\n"
+    assert first.stderr.decode() == "ask: warning: the proxy did not say which tier served (no X-Served-By)\n"
+    again = json.loads(ask("--json", "who answered?", url=url).stdout)
+    assert (again["served_by"], again["demoted"], again["cache_hit"]) == (None, False, False)
+    assert len(bodies) == 2  # the first answer was not cached
+    assert [e["served_by"] for e in telemetry_lines(tmp_path)] == [None, None]

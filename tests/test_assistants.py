@@ -16,8 +16,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ask_cli import assistants, paths
-from tests.stack import CONFIG
+from ask_cli import assistants
+from contract import paths
+from harness.stack import CONFIG
 
 KEY = "sk-setup-test-" + "7" * 40
 PROXY = "http://127.0.0.1:4555"
@@ -64,7 +65,7 @@ def setup(tool: str, write: bool = False, yes: bool = False, stdin: Terminal | N
 
 
 def target(tool: str) -> Path:
-    path = assistants.target_path(tool)
+    path = assistants.ASSISTANTS[tool].target()
     assert path is not None
     return path
 
@@ -72,7 +73,7 @@ def target(tool: str) -> Path:
 # --- printed -------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("tool", assistants.TOOLS)
+@pytest.mark.parametrize("tool", assistants.ASSISTANTS)
 def test_printed_config_never_holds_the_key(key: str, tool: str) -> None:
     code, out, err = setup(tool)
     assert code == 0
@@ -180,7 +181,7 @@ def test_env_has_no_file_to_write(key: str) -> None:
 
 def test_tiers_follow_the_yaml() -> None:
     config = {"model_list": [{"model_name": "fast-9b", "litellm_params": {"num_ctx": 4096}}, {"model_name": "fast-1b"}]}
-    tiers = assistants.tiers_from_config(config)
+    tiers = assistants.coding_tiers(config)
     assert (tiers.main, tiers.small, tiers.autocomplete, tiers.coding) == (
         "fast-9b",
         "fast-9b",

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from ask_cli import cache, paths
+from ask_cli import cache
 from ask_cli.cache import TTL_S, PromptCache, cache_key, cacheable, should_store
+from contract import paths
 
 ROOT = Path(__file__).resolve().parent.parent
 BASE = {
@@ -65,7 +66,7 @@ def test_key_ignores_what_sends_the_same_request() -> None:
 
 
 def test_roundtrip_and_default_path() -> None:
-    with PromptCache.open() as c:
+    with PromptCache() as c:
         assert c.path == paths.data_dir() / "cache.sqlite3"
         key = cache_key(**BASE)
         assert c.get(key) is None
@@ -175,9 +176,10 @@ def test_migrations_apply_once(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_policy() -> None:
     assert cacheable("fast-9b") and cacheable("tiny")
     assert not cacheable("council")
-    assert not should_store("council", demoted=False)
-    assert not should_store("fast-9b", demoted=True)
-    assert should_store("fast-9b", demoted=False)
+    assert not should_store("council", "council", demoted=False)
+    assert not should_store("fast-9b", "fast-3b", demoted=True)
+    assert not should_store("fast-9b", None, demoted=False)  # the proxy did not say which tier answered
+    assert should_store("fast-9b", "fast-9b", demoted=False)
 
 
 def test_corrupt_file_is_a_miss_not_a_crash() -> None:

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from ask_cli import paths, telemetry
+from ask_cli import telemetry
 from ask_cli.telemetry import append, format_table, parse_since, percentile, read, record, stats
+from contract import paths
 
 ROOT = Path(__file__).resolve().parent.parent
 # The seed's example line, verbatim: every field it names must come out with the same name and JSON type.
@@ -73,11 +74,18 @@ def test_line_has_the_seeds_fields_and_types() -> None:
 
 
 def test_optional_fields_typed_when_known() -> None:
-    assert call(tokens=42, ttft_s=0.12345, error="HTTP 500:\n  runner   died" + "x" * 500, exit_code=1, served_by=None)
+    assert call(tokens=42, ttft_s=0.12345, error="HTTP 500:\n  runner   died" + "x" * 500, exit_code=1, served_by="")
     (entry,) = lines()
     assert entry["tokens"] == 42 and entry["ttft_s"] == 0.123
     assert entry["error"].startswith("HTTP 500: runner died") and len(entry["error"]) == telemetry.ERROR_MAX
     assert entry["served_by"] == "" and entry["exit_code"] == 1
+
+
+def test_a_tier_the_proxy_did_not_name_is_null_and_counted_as_unknown() -> None:
+    assert call(served_by=None)
+    (entry,) = lines()
+    assert entry["served_by"] is None
+    assert stats(read())["models"]["fast-9b"]["served_by"] == {"unknown": 1}
 
 
 def test_never_the_prompt_or_answer_text() -> None:
