@@ -68,9 +68,12 @@ class PremiumGuard(CustomLogger):
         if provenance.attempt_deployment(kwargs).lane != PREMIUM:
             return kwargs
         body = (kwargs.get("proxy_server_request") or {}).get("body") or {}
-        asked = body.get("model") if isinstance(body, dict) else None
-        tier = (kwargs.get("metadata") or {}).get("model_group")
-        if asked is not None and asked != tier:
+        metadata = kwargs.get("metadata") or {}
+        # A client's request names its model in the body; a call made inside the proxy (the council's members and
+        # chairman) has no body, and the router's record of the group it started from says it instead.
+        asked = body.get("model") if isinstance(body, dict) and body else metadata.get("original_model_group")
+        tier = metadata.get("model_group")
+        if asked != tier:  # unknown counts as not named: premium is never spent on a guess
             provenance.note_failure(kwargs.get("litellm_call_id"), str(tier), "refused: premium only when named")
             raise PremiumRefused(
                 f"{tier}: refused, premium is reached only when a request names it (this one asked for {asked})"

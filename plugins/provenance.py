@@ -295,6 +295,23 @@ class Verdict:
         return self.served is not None and self.served != self.requested
 
 
+def _path(requested: str, served: str | None, escalated: set[str]) -> list[str]:
+    """The tiers LiteLLM walks: the asked tier's chain, and from a tier whose prompt did not fit, that tier's
+    context-window chain instead (LiteLLM 1.106.2 takes the failing hop's `context_window_fallbacks`)."""
+    tiers, path = served_tiers(), []
+    queue = tiers.chain(requested)
+    while queue:
+        tier = queue.pop(0)
+        if tier in path:
+            continue
+        path.append(tier)
+        if tier == served:
+            break
+        if tier in escalated:
+            queue = tiers.chain(tier, context=True)[1:]
+    return path
+
+
 async def verdict(call_id: str, requested: str, served: str | None, stream: bool) -> Verdict:
     """The hops of one call in chain order: its failed and refused attempts, the tiers that failed without a
     report (a stream that broke mid-way), the tiers passed over (cooling down), then any attempt outside the
@@ -303,9 +320,9 @@ async def verdict(call_id: str, requested: str, served: str | None, stream: bool
     failures, attempted = list(found.failures), set(found.attempts)
     forget(call_id)
     tried = {h.tier for h in failures}
-    escalated = any(h.tier == requested and h.reason.startswith(ESCALATED) for h in failures)
+    escalated = {h.tier for h in failures if h.reason.startswith(ESCALATED)}
     hops: list[Hop] = []
-    for tier in served_tiers().chain(requested, context=escalated):
+    for tier in _path(requested, served, escalated):
         if tier == served:
             break
         if tier in tried:
