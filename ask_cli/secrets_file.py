@@ -13,7 +13,7 @@ import stat
 from collections.abc import MutableMapping
 from pathlib import Path
 
-from ask_cli import paths
+from contract import paths
 
 
 class SecretsError(Exception):

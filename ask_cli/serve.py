@@ -12,14 +12,13 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from ask_cli import paths, stack_config
+from ask_cli import processes, stack_config
+from contract import BACKEND_DEFAULTS, paths
 
 READY_TIMEOUT_S = 120.0
 
@@ -39,10 +38,8 @@ class Stack:
         return f"http://{self.host}:{self.port}"
 
     def environment(self) -> dict[str, str]:
-        from plugins.environment import BACKEND_DEFAULTS
-
         env = dict(os.environ)
-        for name, value in BACKEND_DEFAULTS.items():
+        for name, value in BACKEND_DEFAULTS.items():  # as plugins/environment.py does for `litellm --config`
             env.setdefault(name, value)
         env[paths.KEY_ENV] = paths.master_key() or ""
         env.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # offline: never fetch the cost map
@@ -129,21 +126,13 @@ class Stack:
 
     def _spawn(self, name: str, cmd: list[str], env: dict[str, str], cwd: Path | None = None) -> None:
         # Children log to stderr: stdout carries only answers, so `ask serve --ask ... > out.txt` works.
-        proc = subprocess.Popen(
-            cmd, env=env, cwd=cwd, stdout=sys.stderr.fileno(), start_new_session=True, preexec_fn=_die_with_parent
-        )
-        self.children.append((name, proc))
+        self.children.append((name, processes.spawn(cmd, env, cwd, stdout=sys.stderr.fileno())))
 
     def _wait(self, url: str, name: str) -> bool:
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while time.monotonic() < deadline:
-            for child, proc in self.children:
-                if proc.poll() is not None:
-                    raise RuntimeError(f"{child} exited with code {proc.returncode} while starting (see above)")
-            if _answers(url):
-                return True
-            time.sleep(0.25)
-        return False
+        try:
+            return processes.wait_until_answers(url, READY_TIMEOUT_S, self.children)
+        except processes.ChildExited as exc:
+            raise RuntimeError(f"{exc} (see above)") from None
 
     def watch(self) -> int:
         """Block until a child exits (then report it: 1) or a signal stops the stack (see `stopping_on_signals`)."""
@@ -158,26 +147,8 @@ class Stack:
         """SIGTERM each child's process group, SIGKILL what has not gone in 15 s. Signals wait meanwhile."""
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, signal.SIG_IGN)
-        for _name, proc in reversed(self.children):
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-        deadline = time.monotonic() + 15
-        for _name, proc in reversed(self.children):
-            try:
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        processes.stop([proc for _name, proc in reversed(self.children)], grace_s=15)
         self.children.clear()
-
-
-def _die_with_parent() -> None:
-    """On Linux, a child gets SIGTERM if `ask serve` itself is killed (-9, OOM): no orphaned servers."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        pr_set_pdeathsig = 1
-        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 class Stopped(Exception):
@@ -195,8 +166,4 @@ def stopping_on_signals() -> None:
 
 
 def _answers(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as resp:  # noqa: S310 - loopback health checks
-            return resp.status < 500
-    except (urllib.error.URLError, ConnectionError, TimeoutError):
-        return False
+    return processes.answers(url)

@@ -23,7 +23,7 @@ from pathlib import Path
 from string import Template
 from xml.sax.saxutils import escape
 
-from ask_cli import paths
+from contract import paths
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATES = ROOT / "launchd"

@@ -19,14 +19,15 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.readme_block import write_block  # noqa: E402
+from bench.readme_block import publish  # noqa: E402
+from harness.machine import now  # noqa: E402
+from harness.timing import percentile  # noqa: E402
 
 LLM_VENV = ROOT / "bench" / ".venv-llm"
 LLM_VERSION = "0.36"
@@ -40,18 +41,8 @@ def llm_command() -> list[str]:
     if not exe.exists():
         print(f"installing llm=={LLM_VERSION} into {LLM_VENV} (first run only) ...", file=sys.stderr)
         subprocess.run([sys.executable, "-m", "venv", str(LLM_VENV)], check=True)
-        subprocess.run(
-            [
-                str(LLM_VENV / "bin" / "python"),
-                "-m",
-                "pip",
-                "install",
-                "-q",
-                "--disable-pip-version-check",
-                f"llm=={LLM_VERSION}",
-            ],
-            check=True,
-        )
+        pip = [str(LLM_VENV / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
+        subprocess.run([*pip, f"llm=={LLM_VERSION}"], check=True)
     return [str(exe), "--version"]
 
 
@@ -78,7 +69,7 @@ def lookup_us(samples: int) -> dict[str, float]:
             hit = store.get(key)
             times.append((time.perf_counter() - started) * 1e6)
             assert hit is not None and hit.answer == "markets"
-    return {"median_us": statistics.median(times), "p95_us": sorted(times)[int(0.95 * len(times)) - 1]}
+    return {"median_us": statistics.median(times), "p95_us": percentile(sorted(times), 0.95)}
 
 
 def time_commands(commands: dict[str, tuple[list[str], dict[str, str]]], runs: int) -> dict[str, dict[str, float]]:
@@ -93,7 +84,7 @@ def time_commands(commands: dict[str, tuple[list[str], dict[str, str]]], runs: i
             if name.startswith("ask"):
                 assert out.stdout.decode().strip() == "markets", out
     return {
-        name: {"median_ms": statistics.median(t), "min_ms": min(t), "p95_ms": sorted(t)[int(0.95 * len(t)) - 1]}
+        name: {"median_ms": statistics.median(t), "min_ms": min(t), "p95_ms": percentile(sorted(t), 0.95)}
         for name, t in times.items()
     }
 
@@ -102,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--rows", type=int, default=10_000, help="cache size the hit is looked up in")
+    parser.add_argument("--out", type=Path, default=OUT, help="JSON results file")
     parser.add_argument("--write-readme", action="store_true")
     args = parser.parse_args(argv)
 
@@ -125,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     ask_ms, llm_ms = procs["ask (hit)"]["median_ms"], procs["llm --version"]["median_ms"]  # the slower ask
     results = {
         "command": " ".join(["bench/cache_hit.py", *(argv if argv is not None else sys.argv[1:])]),
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "date": now(),
         "environment": {
             "platform": platform.platform(),
             "cpu_count": os.cpu_count(),
@@ -141,9 +133,6 @@ def main(argv: list[str] | None = None) -> int:
         "ask_over_python": ask_ms / procs["python -c pass"]["median_ms"],
         "goal_met": ask_ms < GOAL_FRACTION * llm_ms,
     }
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps(results, indent=2) + "\n")
-
     lines = [
         f"Run {results['date']} with `{results['command']}`, {os.cpu_count()} CPUs, load average "
         f"{load_start:.2f} → {results['environment']['loadavg_end']:.2f}, cache of {args.rows:,} rows, "
@@ -161,8 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{results['ask_over_python']:.2f}× a bare `python -c pass`.",
     ]
     print("\n".join(lines))
-    if args.write_readme:
-        write_block("cache-hit", "\n".join(lines))
+    publish("cache-hit", args.out, json.dumps(results, indent=2) + "\n", "\n".join(lines), args.write_readme)
     return 0 if results["goal_met"] else 1
 
 

@@ -19,16 +19,16 @@ import statistics
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.readme_block import write_block  # noqa: E402
-from tests.fake_ollama import FakeOllama  # noqa: E402
-from tests.stack import Proxy, closed_port_url, running_proxy  # noqa: E402
+from bench.readme_block import publish  # noqa: E402
+from harness.fake_ollama import FakeOllama  # noqa: E402
+from harness.machine import now, package_version  # noqa: E402
+from harness.stack import Proxy, closed_port_url, running_proxy  # noqa: E402
 
 OUT = ROOT / "bench" / "results" / "council.json"
 TAG = "qwen3.5:9b"  # fast-9b (the members) and think-9b (the chairman)
@@ -72,15 +72,13 @@ def run(rounds: int, delay: float) -> dict:
         one_round(proxy, fake, -1)  # warm-up: first-request costs in the proxy are not the council's
         fake.set_fault(TAG, "slow", delay_s=delay)
         results = [one_round(proxy, fake, i) for i in range(rounds)]
-    from importlib.metadata import version
-
     ratio = statistics.median(r["ratio"] for r in results)
     return {
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "date": now(),
         "command": " ".join(sys.argv),
         "platform": platform.platform(),
         "cpus": os.cpu_count(),
-        "litellm": version("litellm"),
+        "litellm": package_version("litellm"),
         "delay_s": delay,
         "rounds": results,
         "median_ratio": round(ratio, 4),
@@ -115,11 +113,8 @@ def main() -> int:
     parser.add_argument("--write-readme", action="store_true")
     args = parser.parse_args()
     result = run(args.rounds, args.delay)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(block(result))
-    if args.write_readme:
-        write_block("council", block(result))
+    publish("council", args.out, json.dumps(result, indent=2) + "\n", block(result), args.write_readme)
     return 0 if result["ok"] else 1
 
 

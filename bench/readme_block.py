@@ -17,3 +17,13 @@ def write_block(name: str, block: str, readme: Path = README) -> None:
     else:
         text = text.rstrip() + "\n\n" + new + "\n"
     readme.write_text(text)
+
+
+def publish(name: str, out: Path, text: str, block: str, write_readme: bool) -> None:
+    """Write a run's JSON to `out` and, when asked, its block into bench/README.md."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    print(f"wrote {out}")
+    if write_readme:
+        write_block(name, block)
+        print("updated bench/README.md")

@@ -7,18 +7,15 @@ LiteLLM's cooldown on the tier it breaks (see `healthy`).
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from ask_cli.embedded import wait_ready
-from tests.fake_ollama import FakeOllama
-from tests.fake_openai import FakeOpenAI
-from tests.stack import Proxy, free_port, running_proxy
+from harness.fake_ollama import FakeOllama
+from harness.fake_openai import FakeOpenAI
+from harness.stack import Proxy, embedded_server, running_proxy
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # offline: a test importing litellm must not fetch it
 
@@ -40,18 +37,11 @@ def fake_ollama() -> Iterator[FakeOllama]:
 @pytest.fixture(scope="session")
 def tiny_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The real embedded llama.cpp model (SmolLM2-135M) in its own process."""
-    port = free_port()
-    log = (tmp_path_factory.mktemp("tiny") / "tiny.log").open("wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "ask_cli.embedded", "--port", str(port)], stdout=log, stderr=subprocess.STDOUT
-    )
+    server = embedded_server(tmp_path_factory.mktemp("tiny") / "tiny.log")
     try:
-        if not wait_ready(f"http://127.0.0.1:{port}", 60):
-            raise RuntimeError("the embedded model did not start")
-        yield f"http://127.0.0.1:{port}/v1"
+        yield f"{server.start(60).url}/v1"
     finally:
-        proc.terminate()
-        proc.wait(timeout=15)
+        server.stop()
 
 
 @pytest.fixture(scope="session")

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from ask_cli import stack_config
-from tests.fake_ollama import FakeOllama
-from tests.fake_openai import FakeOpenAI
-from tests.stack import CONFIG, ROOT, Proxy, free_port, stack_env
+from harness.fake_ollama import FakeOllama
+from harness.fake_openai import FakeOpenAI
+from harness.stack import CONFIG, ROOT, Proxy, free_port, stack_env
 
 OVERLAY = ROOT / stack_config.CLOUD_NAME
 PROVIDERS = ("cerebras", "groq", "gemini", "anthropic")  # OpenRouter gets no key: its lane entry is absent

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.fake_ollama import FakeOllama, Recorded
-from tests.fake_openai import FakeOpenAI
-from tests.stack import Proxy
+from harness.fake_ollama import FakeOllama, Recorded
+from harness.fake_openai import FakeOpenAI
+from harness.stack import Proxy
 from tests.test_ask_cli import ask, telemetry_lines
 
 NINE_B, THREE_B = "qwen3.5:9b", "llama3.2:3b"

@@ -21,11 +21,11 @@ from typing import Any
 import httpx
 import pytest
 
-from tests import postgres, prisma_engines
-from tests.fake_ollama import FakeOllama
-from tests.fake_openai import FakeOpenAI
-from tests.postgres import Postgres
-from tests.stack import KEY, ROOT, Proxy, free_port, stack_env
+from harness import postgres, prisma_engines
+from harness.fake_ollama import FakeOllama
+from harness.fake_openai import FakeOpenAI
+from harness.postgres import Postgres
+from harness.stack import KEY, ROOT, Proxy, free_port, stack_env
 
 REQUIRED = os.environ.get("ASK_TEST_REQUIRE_DASHBOARD") == "1"  # CI (.ci/run): a missing part fails, not skips
 MISSING = postgres.unavailable() or prisma_engines.node_missing()

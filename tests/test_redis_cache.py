@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from ask_cli import stack_config
-from tests.fake_ollama import FakeOllama
-from tests.redis_server import Redis, assert_redis_warning
-from tests.stack import CONFIG, ROOT, Proxy, free_port, running_proxy, stack_env
+from harness.fake_ollama import FakeOllama
+from harness.redis_server import Redis, assert_redis_warning
+from harness.stack import CONFIG, ROOT, Proxy, free_port, running_proxy, stack_env
 
 pytestmark = [
     pytest.mark.redis,

@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import signal
-import socket
 import stat
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from ask_cli import paths
-from tests.stack import CONFIG, ROOT, closed_port_url, free_port, stack_env
+from contract import paths
+from harness.processes import ChildExited, listening, stop, wait_until_answers, wait_until_refused
+from harness.stack import CONFIG, ROOT, closed_port_url, free_port, stack_env
 
 
 def run_ask(*args: str, env: dict[str, str] | None = None, timeout: float = 180) -> subprocess.CompletedProcess[str]:
@@ -62,19 +61,14 @@ def test_master_key_from_the_environment_wins(monkeypatch: pytest.MonkeyPatch) -
     assert not paths.key_file().exists()
 
 
-def _stop(proc: subprocess.Popen[str] | subprocess.Popen[bytes]) -> None:
-    """A failed test still stops what it started: SIGTERM lets `ask serve` stop its children."""
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+def _serve(*args: str, env: dict[str, str], **pipes: int) -> subprocess.Popen[str]:
+    """`ask serve` in its own session, so a failed test's `stop` (SIGTERM first) ends it and its children."""
+    cmd = [sys.executable, "-m", "ask_cli", "serve", *args]
+    return subprocess.Popen(cmd, cwd=ROOT, env=env, text=True, start_new_session=True, **pipes)  # type: ignore[call-overload]
 
 
-def _listening(port: int) -> bool:
-    with socket.socket() as s:
-        return s.connect_ex(("127.0.0.1", port)) == 0
+def _stop(proc: subprocess.Popen[str]) -> None:
+    stop([proc], grace_s=30)  # type: ignore[list-item]
 
 
 @pytest.mark.real_model
@@ -89,18 +83,13 @@ def test_fresh_machine_gets_a_real_answer_then_stops_cleanly(tmp_path: Path) -> 
         TINY_API_BASE=f"http://127.0.0.1:{tiny_port}/v1",
     )
     del env["LITELLM_MASTER_KEY"]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "ask_cli", "serve", "--port", str(proxy_port), "--ask", "Say hello."],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    proc = _serve(
+        "--port", str(proxy_port), "--ask", "Say hello.", env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
     try:
         answer = proc.stdout.readline() if proc.stdout else ""  # the first line of the streamed answer
         assert answer.strip(), "no answer"
-        assert _listening(proxy_port) and _listening(tiny_port)
+        assert listening(proxy_port) and listening(tiny_port)
         assert proc.poll() is None, "kept serving after the answer"
         key_file = tmp_path / "config" / "ask" / "master.key"
         assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
@@ -112,27 +101,23 @@ def test_fresh_machine_gets_a_real_answer_then_stops_cleanly(tmp_path: Path) -> 
     assert "[degraded: fast-9b → tiny]" in stderr
     assert f"proxy listening on http://127.0.0.1:{proxy_port}/v1" in stderr
     assert key_file.read_text().strip() not in stderr  # the key is never printed
-    time.sleep(0.5)
-    assert not _listening(proxy_port) and not _listening(tiny_port)
+    assert wait_until_refused(f"http://127.0.0.1:{proxy_port}", 10)
+    assert wait_until_refused(f"http://127.0.0.1:{tiny_port}", 10)
 
 
-def _serving_until_embedded_is_up(tmp_path: Path) -> tuple[subprocess.Popen[bytes], int, int]:
+def _serving_until_embedded_is_up(tmp_path: Path) -> tuple[subprocess.Popen[str], int, int]:
     """`ask serve` started with no Ollama, returned as soon as the embedded model listens (proxy not yet up)."""
     proxy_port, tiny_port = free_port(), free_port()
     env = stack_env(tmp_path, OLLAMA_API_BASE=closed_port_url(), TINY_API_BASE=f"http://127.0.0.1:{tiny_port}/v1")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "ask_cli", "serve", "--port", str(proxy_port)],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 60
-    while not _listening(tiny_port):
-        if time.monotonic() > deadline or proc.poll() is not None:
-            _stop(proc)
-            raise AssertionError("the embedded model never came up")
-        time.sleep(0.1)
+    proc = _serve("--port", str(proxy_port), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        listens = lambda _url, _timeout: listening(tiny_port)  # noqa: E731 - the port, not /health: still loading
+        up = wait_until_answers("", 60, [("ask serve", proc)], ready=listens)  # type: ignore[list-item]
+    except ChildExited:
+        up = False
+    if not up:
+        _stop(proc)
+        raise AssertionError("the embedded model never came up")
     return proc, proxy_port, tiny_port
 
 
@@ -145,8 +130,8 @@ def test_sigterm_while_starting_leaves_no_orphans(tmp_path: Path) -> None:
         assert proc.wait(timeout=30) == 0
     finally:
         _stop(proc)
-    time.sleep(0.5)
-    assert not _listening(tiny_port) and not _listening(proxy_port)
+    assert wait_until_refused(f"http://127.0.0.1:{tiny_port}", 10)
+    assert wait_until_refused(f"http://127.0.0.1:{proxy_port}", 10)
 
 
 @pytest.mark.real_model
@@ -156,10 +141,8 @@ def test_children_go_when_the_run_command_is_killed_outright(tmp_path: Path) -> 
     try:
         proc.kill()
         proc.wait(timeout=10)
-        deadline = time.monotonic() + 10
-        while _listening(tiny_port):
-            assert time.monotonic() < deadline, "the embedded model outlived a killed `ask serve`"
-            time.sleep(0.1)
+        gone = wait_until_refused(f"http://127.0.0.1:{tiny_port}", 10)
+        assert gone, "the embedded model outlived a killed `ask serve`"
     finally:
         _stop(proc)
 

@@ -23,8 +23,8 @@ import httpx
 import pytest
 
 from ask_cli import service
-from tests.fake_ollama import FakeOllama
-from tests.stack import KEY, ROOT, free_port
+from harness.fake_ollama import FakeOllama
+from harness.stack import KEY, ROOT, free_port
 
 SECRETS = {"LITELLM_MASTER_KEY": KEY, "REDIS_PASSWORD": "redis-secret-5b1c", "OPENAI_API_KEY": "sk-openai-secret-9f"}
 STUB = r'''#!{python}
@@ -337,7 +337,7 @@ def test_the_rendered_proxy_service_answers_and_stops_cleanly(
         svc = service.render(
             service.manager_for("launchd", machine / "home"), "proxy", ROOT / "litellm-config.yaml", port=port
         )
-        from ask_cli import paths
+        from contract import paths
 
         key = paths.master_key()
         assert key and key not in svc.text

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.fake_ollama import FakeOllama
-from tests.fake_openai import FakeOpenAI
-from tests.stack import Proxy, closed_port_url, running_proxy
+from harness.fake_ollama import FakeOllama
+from harness.fake_openai import FakeOpenAI
+from harness.stack import Proxy, closed_port_url, running_proxy
 
 NINE_B, THREE_B = "qwen3.5:9b", "llama3.2:3b"
 

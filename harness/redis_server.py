@@ -5,7 +5,8 @@ from __future__ import annotations
 import subprocess
 import time
 
-from tests.stack import Proxy
+from harness.processes import spawn, stop
+from harness.stack import Proxy
 
 
 class Redis:
@@ -18,7 +19,7 @@ class Redis:
 
     def start(self) -> Redis:
         auth = ["--requirepass", self.password] if self.password else []
-        self.proc = subprocess.Popen(
+        self.proc = spawn(
             [
                 "redis-server",
                 "--port",
@@ -40,9 +41,8 @@ class Redis:
         return self
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(timeout=10)
+        if self.proc is not None:
+            stop([self.proc], grace_s=10)
 
     def cli(self, *args: str) -> str:
         auth = ["--no-auth-warning", "-a", self.password] if self.password else []

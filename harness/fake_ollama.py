@@ -23,7 +23,7 @@ code as read on ``main`` (2025-2026, the 0.12+ line), not a guess at it:
   soon as the request ends; absent means the server default (``OLLAMA_KEEP_ALIVE``, 5m).
 
 Use in-process (``with FakeOllama() as fake: ... fake.url``) or as a process:
-``python -m tests.fake_ollama --port 11434 [--models a,b]``, driven over ``/_fake/*``.
+``python -m harness.fake_ollama --port 11434 [--models a,b]``, driven over ``/_fake/*``.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ import socket
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -506,6 +507,33 @@ class FakeOllama:
         return self._stopping.is_set()
 
 
+class FakeOllamaControl:
+    """Drive a fake running in another process over its ``/_fake/*`` API: faults in, records out."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url.rstrip("/")
+
+    def _call(self, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(f"{self.url}{path}", data, {"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=60) as resp:
+            return json.loads(resp.read())
+
+    def requests(self) -> list[dict[str, Any]]:
+        """Every request the fake has received, oldest first (control calls excluded)."""
+        return self._call("/_fake/requests")["requests"]
+
+    def chats(self) -> list[dict[str, Any]]:
+        """Only the ``/api/chat`` requests: one per answered request, whoever sent it."""
+        return [r for r in self.requests() if r["path"] == "/api/chat"]
+
+    def faults(self) -> dict[str, dict[str, Any]]:
+        return self._call("/_fake/faults")["faults"]
+
+    def set_fault(self, tag: str, fault: str | None, **params: Any) -> None:
+        self._call("/_fake/fault", {"model": tag, "fault": fault, **params})
+
+
 def _param_count(size: str) -> int:
     scale = {"K": 1e3, "M": 1e6, "B": 1e9}.get(size[-1:], 1.0)
     try:
@@ -529,6 +557,9 @@ class _Server(ThreadingHTTPServer):
 
     daemon_threads = True
     block_on_close = False
+    # socketserver's backlog of 5 overflowed under 32 new connections at once (a reset, a 1 s SYN retry, and a
+    # backend that looked slow); real Ollama (Go net/http) uses the system's.
+    request_queue_size = 1024
 
     def __init__(self, addr: tuple[str, int], handler: type[BaseRequestHandler], fake: FakeOllama) -> None:
         self.fake = fake
@@ -961,7 +992,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 def main(argv: list[str] | None = None) -> int:
     """Run in the foreground until SIGINT/SIGTERM; prints the URL once it is listening."""
-    parser = argparse.ArgumentParser(prog="python -m tests.fake_ollama", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m harness.fake_ollama", description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=11434, help="port on 127.0.0.1 (0 picks a free one)")
     parser.add_argument("--models", default=",".join(DEFAULT_MODELS), help="comma-separated pulled tags")
     parser.add_argument("--keep-alive", default="5m", help="default keep_alive (OLLAMA_KEEP_ALIVE)")

@@ -18,8 +18,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from tests.postgres import Postgres, bindir
-from tests.stack import ROOT
+from harness.postgres import Postgres, bindir
+from harness.stack import ROOT
 
 KIT_ENV = "PRISMA_OFFLINE_KIT"
 BIN = Path(sys.executable).parent
