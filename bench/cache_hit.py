@@ -10,8 +10,6 @@ machine load hits every command alike; medians are reported.
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import platform
 import statistics
@@ -25,13 +23,12 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.readme_block import publish  # noqa: E402
+from bench.common import Options, report, table  # noqa: E402
 from harness.machine import now  # noqa: E402
 from harness.timing import percentile  # noqa: E402
 
 LLM_VENV = ROOT / "bench" / ".venv-llm"
 LLM_VERSION = "0.36"
-OUT = ROOT / "bench" / "results" / "cache_hit.json"
 PROMPT = "classify this headline: central bank holds rates"
 GOAL_FRACTION = 0.2  # an ask cache hit must cost less than a fifth of `llm --version`
 
@@ -90,12 +87,10 @@ def time_commands(commands: dict[str, tuple[list[str], dict[str, str]]], runs: i
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = Options(__doc__, "cache_hit")
     parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--rows", type=int, default=10_000, help="cache size the hit is looked up in")
-    parser.add_argument("--out", type=Path, default=OUT, help="JSON results file")
-    parser.add_argument("--write-readme", action="store_true")
-    args = parser.parse_args(argv)
+    args = parser.parse(argv)
 
     home = Path(tempfile.mkdtemp(prefix="ask-bench-"))
     os.environ.update(XDG_DATA_HOME=str(home / "data"), XDG_CONFIG_HOME=str(home / "config"))
@@ -141,16 +136,16 @@ def main(argv: list[str] | None = None) -> int:
         f"In-process lookup (`PromptCache.get`, 1000 hits): median {lookup['median_us']:.1f} µs, "
         f"p95 {lookup['p95_us']:.1f} µs (the seed's bar: 5 ms).",
         "",
-        "| command | median ms | min ms | p95 ms |",
-        "|---|---|---|---|",
-        *(f"| `{name}` | {r['median_ms']:.1f} | {r['min_ms']:.1f} | {r['p95_ms']:.1f} |" for name, r in procs.items()),
+        *table(
+            ("command", "median ms", "min ms", "p95 ms"),
+            ([f"`{n}`", *(f"{r[k]:.1f}" for k in r)] for n, r in procs.items()),
+        ),
         "",
         f"`ask` on a hit costs {results['ask_over_llm']:.2f}× `llm --version` "
         f"(goal < {GOAL_FRACTION}: {'met' if results['goal_met'] else 'NOT met'}) and "
         f"{results['ask_over_python']:.2f}× a bare `python -c pass`.",
     ]
-    print("\n".join(lines))
-    publish("cache-hit", args.out, json.dumps(results, indent=2) + "\n", "\n".join(lines), args.write_readme)
+    report("cache-hit", args, results, "\n".join(lines))
     return 0 if results["goal_met"] else 1
 
 

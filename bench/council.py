@@ -11,8 +11,6 @@ Sequential members would give about 1.5 with two members and an equal chairman.
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import platform
 import statistics
@@ -25,12 +23,11 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.readme_block import publish  # noqa: E402
+from bench.common import Options, report, table  # noqa: E402
 from harness.fake_ollama import FakeOllama  # noqa: E402
 from harness.machine import now, package_version  # noqa: E402
 from harness.stack import Proxy, closed_port_url, running_proxy  # noqa: E402
 
-OUT = ROOT / "bench" / "results" / "council.json"
 TAG = "qwen3.5:9b"  # fast-9b (the members) and think-9b (the chairman)
 GOAL_RATIO = 1.15
 
@@ -91,30 +88,24 @@ def run(rounds: int, delay: float) -> dict:
 
 def block(result: dict) -> str:
     verdict = "meets" if result["ok"] else "MISSES"
-    return "\n".join(
-        [
-            f"Run {result['date']} with `{result['command']}`, litellm {result['litellm']}, {result['cpus']} CPUs, "
-            f"every 9B request delayed {result['delay_s']:g} s, {len(result['rounds'])} rounds:",
-            "",
-            "| median wall | median slowest member + chairman | median ratio | goal |",
-            "|---|---|---|---|",
-            f"| {result['median_wall_s']:.3f} s | {result['median_reference_s']:.3f} s | "
-            f"{result['median_ratio']:.3f} | "
-            f"≤ {result['goal_ratio']} ({verdict}) |",
-        ]
-    )
+    row = [f"{result['median_wall_s']:.3f} s", f"{result['median_reference_s']:.3f} s", f"{result['median_ratio']:.3f}"]
+    head = ("median wall", "median slowest member + chairman", "median ratio", "goal")
+    lines = [
+        f"Run {result['date']} with `{result['command']}`, litellm {result['litellm']}, {result['cpus']} CPUs, "
+        f"every 9B request delayed {result['delay_s']:g} s, {len(result['rounds'])} rounds:",
+        "",
+        *table(head, [[*row, f"≤ {result['goal_ratio']} ({verdict})"]]),
+    ]
+    return "\n".join(lines)
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = Options(__doc__, "council")
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--delay", type=float, default=1.0)
-    parser.add_argument("--out", type=Path, default=OUT)
-    parser.add_argument("--write-readme", action="store_true")
-    args = parser.parse_args()
+    parser.add_argument("--delay", type=float, default=1.0, help="seconds every 9B request is delayed")
+    args = parser.parse(sys.argv[1:])
     result = run(args.rounds, args.delay)
-    print(block(result))
-    publish("council", args.out, json.dumps(result, indent=2) + "\n", block(result), args.write_readme)
+    report("council", args, result, block(result))
     return 0 if result["ok"] else 1
 
 

@@ -14,14 +14,13 @@ What each figure means: bench/README.md.
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
-import json
 import os
 import shlex
 import shutil
 import statistics
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -38,18 +37,17 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as `python bench/overhead.py`
     sys.path.insert(0, str(ROOT))
 
-from bench.readme_block import publish  # noqa: E402
+from bench.common import Options, cache_check, goals_table, num, report, scratch, serve, table  # noqa: E402
 from harness.fake_ollama import FakeOllamaControl  # noqa: E402
-from harness.machine import environment, run_record  # noqa: E402
+from harness.machine import recorded  # noqa: E402
 from harness.stack import CONFIG, KEY, Proxy, derived_config, fake_ollama_server, free_port, isolated_env  # noqa: E402
-from harness.timing import NO_CACHE, Timed, call, client, litellm_timings, spread, stream  # noqa: E402
+from harness.timing import NO_CACHE, Timed, call, client, litellm_timings, spread, stream, tally  # noqa: E402
 
 TUNING = "plugins.hot_path.handler"  # tunes LiteLLM itself: kept in `bare` too
 TIER = "fast-9b"
 OLLAMA_TAG = "qwen3.5:9b"  # what fast-9b's deployment asks Ollama for
 DEFAULT_NAMES = ("direct", "bare", "full")
 AB_NAMES = ("direct", "full", "variant")
-DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "overhead.json"
 GOALS = (  # what, phase, figure, limit in ms: the project's goals on a 2-core machine
     ("full-stack added latency (median)", "seq/latency", "full_added_ms", 8.0),
     ("full-stack added TTFT (median)", "seq/ttft", "full_added_ms", 10.0),
@@ -94,20 +92,17 @@ class Target:
 def summarize(samples: list[Timed], streaming: bool) -> dict[str, Any]:
     good = [s for s in samples if s.ok]
     ok = sorted((s.ttft_ms if streaming else s.e2e_ms) or 0.0 for s in good)
-    out: dict[str, Any] = {"n": len(samples), "ok": len(ok), "errors": len(samples) - len(ok)}
+    out = tally(samples)
     out |= {f"{k}_ms": v for k, v in (spread(ok) or {}).items() if k != "p5"}  # median, p95, mean, min, max
     if streaming and good:
         out["stream_total_median_ms"] = statistics.median(s.e2e_ms or 0.0 for s in good)
     if not streaming:  # LiteLLM's own timing headers: x-litellm-overhead-duration-ms and the detailed ones
         timing = [litellm_timings(s.headers) for s in good]
-        if hdr := [t["x-litellm-overhead-duration-ms"] for t in timing if "x-litellm-overhead-duration-ms" in t]:
-            out["litellm_overhead_header_median_ms"] = statistics.median(hdr)
-        if names := sorted({k for t in timing for k in t}):
-            out["litellm_timing_header_medians_ms"] = {
-                k: statistics.median(t[k] for t in timing if k in t) for k in names
-            }
-    if errors := sorted({s.error for s in samples if s.error}):
-        out["first_errors"] = errors[:5]
+        medians = {k: statistics.median(t[k] for t in timing if k in t) for k in sorted({k for t in timing for k in t})}
+        if "x-litellm-overhead-duration-ms" in medians:
+            out["litellm_overhead_header_median_ms"] = medians["x-litellm-overhead-duration-ms"]
+        if medians:
+            out["litellm_timing_header_medians_ms"] = medians
     return out
 
 
@@ -128,18 +123,18 @@ class Phase:
         return f"{how}, {'streaming TTFT' if self.stream else 'non-streaming latency'}"
 
 
-class Counter:
+class Prompts:
     """Unique prompts that name their target, so the fake's log can be attributed afterwards."""
 
     def __init__(self) -> None:
         self._n = 0
         self._lock = threading.Lock()
-        self.sent: dict[str, int] = {}
+        self.sent: collections.Counter[str] = collections.Counter()
 
     def prompt(self, target: str, phase: str) -> str:
         with self._lock:
             self._n += 1
-            self.sent[target] = self.sent.get(target, 0) + 1
+            self.sent[target] += 1
             n = self._n
         return f"[{target}] {phase} #{n} {uuid.uuid4().hex}: say hello"
 
@@ -154,14 +149,14 @@ def rounds(targets: list[Target], i: int) -> list[Target]:
     return targets if i % 2 == 0 else [targets[0], *reversed(targets[1:])]
 
 
-def run_phase(phase: Phase, targets: list[Target], n: int, warmup: int, counter: Counter) -> dict[str, Any]:
+def run_phase(phase: Phase, targets: list[Target], n: int, warmup: int, prompts: Prompts) -> dict[str, Any]:
     """Measure all targets under one condition, round-robin, warm-up discarded."""
     measured: dict[str, list[Timed]] = {t.name: [] for t in targets}
     busy_s: dict[str, float] = dict.fromkeys(measured, 0.0)
     cpu0 = {t.name: t.proxy.cpu_s() for t in targets if t.proxy}
 
     def one(t: Target) -> Timed:
-        return t.measure(counter.prompt(t.name, phase.key), phase.stream)
+        return t.measure(prompts.prompt(t.name, phase.key), phase.stream)
 
     if phase.clients == 1:
         for i in range(warmup + n):
@@ -224,58 +219,40 @@ def derive(res: dict[str, Any], names: tuple[str, str, str]) -> dict[str, Any]:
 
 
 def check_cache_bypass(fake: FakeOllamaControl, proxies: list[Target]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Prove the per-request no-cache body reaches the backend every time, and that the cache is on.
+    """The per-request no-cache body reaches the backend every time, and the cache is on (`cache_check`).
 
-    Returns the check's record and the body LiteLLM sent to Ollama (the direct target sends the same).
+    Returns the check's record and the body the first proxy's LiteLLM sent Ollama (the direct target sends it).
     """
     record: dict[str, Any] = {}
-    backend_body: dict[str, Any] = {}
+    body: dict[str, Any] = {}
     for t in proxies:
-        before = len(fake.chats())
-        prompt = f"[{t.name}] cache-check {uuid.uuid4().hex}"
-        a, b = t.measure(prompt, False), t.measure(prompt, False)
-        chats = fake.chats()
-        bypassed = len(chats) - before
-        backend_body = backend_body or {k: v for k, v in chats[-1]["body"].items() if k != "messages"}
-        control = f"[{t.name}] cache-control {uuid.uuid4().hex}"
-        c, d = t.measure(control, False, no_cache=False), t.measure(control, False, no_cache=False)
+        runs = cache_check(
+            lambda p, no_cache, t=t: t.measure(f"[{t.name}] {p}", False, no_cache), lambda: len(fake.chats())
+        )
+        bypassed = sum(calls for _, calls in runs[True])
+        body = body or {k: v for k, v in fake.chats()[-1]["body"].items() if k != "messages"}
         record[t.name] = {
             "same_prompt_twice_with_no_cache_backend_calls": bypassed,
-            "same_prompt_twice_without_no_cache_backend_calls": len(fake.chats()) - before - bypassed,
-            "ok": bypassed == 2 and all(s.ok for s in (a, b, c, d)),
+            "same_prompt_twice_without_no_cache_backend_calls": sum(calls for _, calls in runs[False]),
+            "ok": bypassed == 2 and all(s.ok for s, _ in runs[True] + runs[False]),
         }
         if not record[t.name]["ok"]:
-            raise RuntimeError(f"cache check failed for {t.name}: {record[t.name]} {[a, b, c, d]}")
-    return record, backend_body
+            raise RuntimeError(f"cache check failed for {t.name}: {record[t.name]} {runs}")
+    return record, body
 
 
-def account(fake: FakeOllamaControl, counter: Counter, names: tuple[str, ...]) -> dict[str, Any]:
+def account(fake: FakeOllamaControl, prompts: Prompts, names: tuple[str, ...]) -> dict[str, Any]:
     """Backend calls per target vs requests sent: equal means no cache hit, retry or lost request."""
-    seen: dict[str, int] = dict.fromkeys(names, 0)
     everything = fake.requests()
-    paths: dict[str, int] = {}
-    for rec in everything:
-        paths[rec["path"]] = paths.get(rec["path"], 0) + 1
-        if rec["path"] != "/api/chat":
-            continue
-        content = str(((rec.get("body") or {}).get("messages") or [{}])[-1].get("content") or "")
-        for name in names:
-            if content.startswith(f"[{name}] ") and "cache-c" not in content:
-                seen[name] += 1
-    out: dict[str, Any] = {
-        name: {
-            "requests_sent": counter.sent.get(name, 0),
-            "backend_calls": seen[name],
-            "one_backend_call_per_request": counter.sent.get(name, 0) == seen[name],
-        }
-        for name in names
-    }
-    out["backend_requests_by_path"] = paths  # all targets together, checks included
+    chats = [r for r in everything if r["path"] == "/api/chat"]
+    prompted = [str(((r.get("body") or {}).get("messages") or [{}])[-1].get("content") or "") for r in chats]
+    out: dict[str, Any] = {}
+    for name in names:
+        seen = sum(1 for p in prompted if p.startswith(f"[{name}] ") and "cache-c" not in p)
+        sent = prompts.sent[name]
+        out[name] = {"requests_sent": sent, "backend_calls": seen, "one_backend_call_per_request": sent == seen}
+    out["backend_requests_by_path"] = dict(collections.Counter(r["path"] for r in everything))  # checks included
     return out
-
-
-def _f(value: float | None, signed: bool = False) -> str:
-    return "-" if value is None else f"{value:+.2f}" if signed else f"{value:.2f}"
 
 
 def markdown_report(results: dict[str, Any]) -> str:
@@ -283,34 +260,28 @@ def markdown_report(results: dict[str, Any]) -> str:
     s, env = results["settings"], results["environment"]
     names, label = results["targets"], results["delta"]
     short = "/".join(n[0] for n in names[1:])
+    head = ["condition", *names, f"{names[1]} added", f"{names[2]} added", label, f"{names[2]}/{names[1]}"]
+    head += [f"req/s {short}", f"cpu ms/req {short}", f"errors {'/'.join(n[0] for n in names)}"]
+    rows = []
+    for phase in results["phases"].values():
+        t, d = phase["targets"], phase["derived"]
+        derived = ["-"] * 4
+        if d:
+            derived = [num(d[f"{n}_added_ms"], signed=True) for n in names[1:]]
+            derived += [num(d["delta_ms"], signed=True), f"{d['ratio']:.2f}x"]
+        cells = [f"{num(t[n].get('median_ms'))} / {num(t[n].get('p95_ms'))}" for n in names]
+        rps = "/".join(num(t[n].get("throughput_rps") or None, ".0f") for n in names[1:])
+        cpu = "/".join(num(t[n].get("proxy_cpu_ms_per_request")) for n in names[1:])
+        rows.append([phase["title"], *cells, *derived, rps, cpu, "/".join(str(t[n]["errors"]) for n in names)])
     out = [
         f"Run {results['date']} with `{results['command']}`, litellm {env['litellm_version']}, "
         f"{env['cpu_count']} CPUs, load average {env['loadavg_start'][0]:.2f} at start and "
         f"{env['loadavg_end'][0]:.2f} at end, N={s['requests']} per target and phase "
         f"(warm-up {s['warmup']} discarded). Milliseconds; median / p95.",
         "",
-        f"| condition | {' | '.join(names)} | {names[1]} added | {names[2]} added | {label} | {names[2]}/{names[1]} "
-        f"| req/s {short} | cpu ms/req {short} | errors {'/'.join(n[0] for n in names)} |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        *table(head, rows),
     ]
-    for phase in results["phases"].values():
-        t, d = phase["targets"], phase["derived"]
-        cells = [f"{_f(t[n].get('median_ms'))} / {_f(t[n].get('p95_ms'))}" for n in names]
-        derived = ["-"] * 4
-        if d:
-            derived = [_f(d[f"{names[1]}_added_ms"], True), _f(d[f"{names[2]}_added_ms"], True)]
-            derived += [_f(d["delta_ms"], True), f"{d['ratio']:.2f}x"]
-        errors = "/".join(str(t[n]["errors"]) for n in names)
-        rps = "/".join(f"{t[n]['throughput_rps']:.0f}" if t[n].get("throughput_rps") else "-" for n in names[1:])
-        cpu = "/".join(_f(t[n].get("proxy_cpu_ms_per_request")) for n in names[1:])
-        out.append(f"| {phase['title']} | {' | '.join(cells)} | {' | '.join(derived)} | {rps} | {cpu} | {errors} |")
-    if results["goals"]:
-        out += ["", "| goal | measured | met |", "|---|---|---|"]
-        for g in results["goals"]:
-            out.append(
-                f"| {g['goal']} | {g['value']} | {'-' if g['value'] == '-' else 'yes' if g['met'] else '**no**'} |"
-            )
-    return "\n".join(out)
+    return "\n".join(out + (["", *goals_table(results["goals"])] if results["goals"] else []))
 
 
 def evaluate_goals(phases: dict[str, Any]) -> list[dict[str, Any]]:
@@ -326,17 +297,12 @@ def evaluate_goals(phases: dict[str, Any]) -> list[dict[str, Any]]:
     return goals
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    p.add_argument("--requests", type=int, default=200, help="measured requests per target and phase")
-    p.add_argument("--warmup", type=int, default=None, help="discarded requests per target (default 20, quick 10)")
-    p.add_argument("--quick", action="store_true", help="N=50")
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = Options(__doc__, "overhead", quick="N=50")
+    p.count("--requests", 200, 50, "measured requests per target and phase")
+    p.count("--warmup", 20, 10, "discarded requests per target")
     p.add_argument("--concurrency", default="8,32", help="comma-separated client counts ('' for none)")
     p.add_argument("--modes", default="latency,ttft", help="latency (non-streaming), ttft (streaming) or both")
-    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON results file")
-    p.add_argument("--write-readme", action="store_true", help="rewrite the marked block in bench/README.md")
     p.add_argument("--ab", action="store_true", help="proxies are full (as is) and variant (full + the options below)")
     p.add_argument("--extra-settings", type=Path, help="yaml merged into both proxies' configs (--ab: variant)")
     p.add_argument("--env", action="append", default=[], metavar="NAME=VALUE", help="proxy env (--ab: variant)")
@@ -348,12 +314,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--hold", type=float, default=0.0, help="first, sequential load on the full stack for this many s (profiling)"
     )
-    args = p.parse_args(argv)
-    if args.quick:
-        args.requests = 50
-    if args.warmup is None:
-        args.warmup = 10 if args.quick else 20
-    return args
+    return p.parse(argv)
 
 
 @contextlib.contextmanager
@@ -369,22 +330,19 @@ def stack(
     else:
         specs = [("bare", False, extra, overrides, cli), ("full", True, extra, overrides, cli)]
     with contextlib.ExitStack() as stop:
-        fake = fake_ollama_server(tmp / "fake-ollama.log")
-        stop.callback(fake.stop)
-        fake.start(30)
+        fake = serve(stop, fake_ollama_server(tmp / "fake-ollama.log")).wait(30)
         proxies = []
         for name, plugins, settings, env_over, extra_args in specs:
             (tmp / name).mkdir()
             # The unused backends at closed ports, the same for both (plugins/environment.py would default
             # them for the full stack only).
-            env = isolated_env(tmp / name, OLLAMA_API_BASE=fake.url)
+            env = isolated_env(tmp / name, OLLAMA_API_BASE=fake.url) | env_over
             config = proxy_config(tmp, name, plugins, settings)
-            proxy = Proxy(env | env_over, free_port(), tmp / f"{name}.log", config, extra_args)
-            stop.callback(proxy.stop)
-            proxies.append((name, proxy.launch()))
-        for _name, proxy in proxies:
-            proxy.wait()
-        targets = [Target(names[0], fake.url)] + [Target(name, p.url, proxy=p) for name, p in proxies]
+            proxies.append(serve(stop, Proxy(env, free_port(), tmp / f"{name}.log", config, extra_args)))
+        targets = [Target(names[0], fake.url)]
+        targets += [
+            Target(name, proxy.wait().url, proxy=proxy) for (name, *_), proxy in zip(specs, proxies, strict=True)
+        ]
         for t in targets:
             stop.callback(t.client.close)
         if args.keep_logs:  # the proxies' output and the configs they ran, to check a variant took effect
@@ -406,27 +364,18 @@ def main(argv: list[str] | None = None) -> int:
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     phases = [Phase(c, m == "ttft") for c in [1, *concurrency] for m in modes]
     names = AB_NAMES if args.ab else DEFAULT_NAMES
-    results: dict[str, Any] = {
-        "label": args.label,
-        "targets": list(names),
-        "delta": "variant - full" if args.ab else "plugins (full - bare)",
-        **run_record("bench/overhead.py", argv),
-        "environment": environment(),
-        "settings": {
-            "requests": args.requests,
-            "warmup": args.warmup,
-            "concurrency": concurrency,
-            "modes": modes,
-            "tier": TIER,
-            "no_cache_body": NO_CACHE,
-            "extra_settings": yaml.safe_load(args.extra_settings.read_text()) if args.extra_settings else None,
-            "env": args.env,
-            "proxy_args": args.proxy_args,
-        },
-        "phases": {},
-    }
-    counter = Counter()
-    with tempfile.TemporaryDirectory(prefix="bench-overhead-") as tmp, stack(args, names, Path(tmp)) as (fake, targets):
+    delta = "variant - full" if args.ab else "plugins (full - bare)"
+    prompts = Prompts()
+    with (
+        scratch("overhead") as tmp,
+        recorded("bench/overhead.py", argv, label=args.label, targets=list(names), delta=delta) as results,
+        stack(args, names, tmp) as (fake, targets),
+    ):
+        extra = yaml.safe_load(args.extra_settings.read_text()) if args.extra_settings else None
+        settings = {"requests": args.requests, "warmup": args.warmup, "concurrency": concurrency, "modes": modes}
+        settings |= {"tier": TIER, "no_cache_body": NO_CACHE, "extra_settings": extra, "env": args.env}
+        results["settings"] = settings | {"proxy_args": args.proxy_args}
+        results["phases"] = {}
         direct, *proxies = targets
         pids = ", ".join(f"{t.name} {t.base_url} (pid {t.proxy.proc.pid})" for t in proxies if t.proxy)
         print(f"started in {time.monotonic() - started:.1f} s: fake ollama {fake.url}, {pids}", flush=True)
@@ -435,11 +384,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.hold:  # sequential load on one proxy only, e.g. while py-spy samples its pid
             deadline, held = time.monotonic() + args.hold, []
             while time.monotonic() < deadline:
-                held.append(proxies[-1].measure(counter.prompt(proxies[-1].name, "hold"), False))
+                held.append(proxies[-1].measure(prompts.prompt(proxies[-1].name, "hold"), False))
             results["hold"] = summarize(held, False)
         for phase in phases:
             t0, load = time.monotonic(), os.getloadavg()[0]
-            res = run_phase(phase, targets, args.requests, args.warmup, counter)
+            res = run_phase(phase, targets, args.requests, args.warmup, prompts)
             results["phases"][phase.key] = {
                 "title": phase.title,
                 "loadavg_1m_at_start": load,
@@ -448,15 +397,11 @@ def main(argv: list[str] | None = None) -> int:
                 "derived": derive(res, names),
             }
             print(f"  {phase.title}: {time.monotonic() - t0:.1f} s", flush=True)
-        results["backend_accounting"] = account(fake, counter, names)
-    results["environment"]["loadavg_end"] = list(os.getloadavg())
-    results["goals"] = [] if args.ab else evaluate_goals(results["phases"])
-    results["wall_seconds"] = round(time.monotonic() - started, 1)
-
-    print(markdown_report(results))
+        results["backend_accounting"] = account(fake, prompts, names)
+        results["goals"] = [] if args.ab else evaluate_goals(results["phases"])
     bad = [n for n in names if not results["backend_accounting"][n]["one_backend_call_per_request"]]
     print(f"backend calls per request: {'MISMATCH for ' + ', '.join(bad) if bad else '1 for every target'}")
-    publish("overhead", args.out, json.dumps(results, indent=2) + "\n", markdown_report(results), args.write_readme)
+    report("overhead", args, results, markdown_report(results))
     return 0
 
 

@@ -15,10 +15,7 @@ import argparse
 import contextlib
 import json
 import os
-import signal
-import statistics
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -26,37 +23,25 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import httpx
-import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as `python bench/stress.py`
     sys.path.insert(0, str(ROOT))
 
 from ask_cli.doctor import GIB, OS_ALLOWANCE_GB, ram_bytes  # noqa: E402
-from bench.readme_block import publish  # noqa: E402
+from bench.common import CannotRun, Options, embedded_stack, num, project_tiers, report, scratch, serve, table  # noqa: E402
 from contract import tiers as tier_model  # noqa: E402
 from harness.fake_ollama import RUNNER_KILLED, FakeOllamaControl  # noqa: E402
-from harness.machine import Sampler, environment, ollama_pids, ollama_version, pageouts_source, run_record  # noqa: E402
+from harness.machine import Sampler, ollama_pids, ollama_version, pageouts_source, recorded  # noqa: E402
 from harness.processes import Server  # noqa: E402
-from harness.stack import (  # noqa: E402
-    CONFIG,
-    KEY,
-    Proxy,
-    embedded_server,
-    fake_ollama_server,
-    free_port,
-    isolated_env,
-    read_jsonl,
-)
-from harness.timing import NO_CACHE, Timed, call, client, percentile, stream  # noqa: E402
+from harness.stack import KEY, Proxy, fake_ollama_server, read_jsonl  # noqa: E402
+from harness.timing import NO_CACHE, Timed, call, client, spread, stream  # noqa: E402
 
 TIERS = ("fast-9b", "coder-30b")  # the seed: "fire concurrent prompts at fast-9b and coder-30b at the same time"
 DEFAULT_OLLAMA = "http://127.0.0.1:11434"
-OUT = ROOT / "bench" / "results" / "stress.json"
 FAKE_SIZES = "the fake's declared sizes for these models (what a real Ollama reports for them), not memory used here"
 
 
@@ -76,10 +61,6 @@ PACING = {
     "fast-1b": Pace(0.05, 0.010),
     "coder-30b": Pace(0.35, 0.040),
 }
-
-
-class RunFailed(RuntimeError):
-    """The run itself could not be done; the message is one line saying what to do."""
 
 
 @dataclass
@@ -193,14 +174,9 @@ def tier_stats(results: list[Timed], tier: str, duration: float) -> dict[str, An
     ok = [r for r in mine if r.ok]
 
     def pcts(values: list[float]) -> dict[str, float | None]:
-        if not values:
-            return {"p50": None, "p95": None, "max": None}
-        values = sorted(values)  # a cold load hits a few requests: below p95, not below max
-        return {
-            "p50": round(statistics.median(values), 4),
-            "p95": round(percentile(values, 0.95), 4),
-            "max": round(values[-1], 4),
-        }
+        """Median, p95 and max: a cold load hits a few requests, below p95, not below max."""
+        got = spread(values)
+        return {k: round(got[f], 4) if got else None for k, f in (("p50", "median"), ("p95", "p95"), ("max", "max"))}
 
     return {
         "requests": len(mine),
@@ -259,7 +235,7 @@ def budget_for(ram_gb: float | None) -> dict[str, Any]:
     """`ask doctor`'s budget: this machine's RAM (or --ram-gb) minus what the OS and open apps hold."""
     ram = ram_gb * GIB if ram_gb is not None else ram_bytes()
     if ram is None:
-        raise RunFailed("cannot read this machine's RAM: pass --ram-gb")
+        raise CannotRun("cannot read this machine's RAM: pass --ram-gb")
     total = ram / GIB
     return {
         "ram_gb": round(total, 1),
@@ -269,16 +245,11 @@ def budget_for(ram_gb: float | None) -> dict[str, Any]:
     }
 
 
-def _s(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f}"
-
-
-def _trio(p: dict[str, float | None]) -> str:
-    return " / ".join(_s(p.get(k)) for k in ("p50", "p95", "max"))
-
-
-def _mb(value: float | None) -> str:
-    return "-" if value is None else f"{value:.0f} MB"
+def tier_cells(st: dict[str, Any]) -> list[Any]:
+    """A tier's row: counts, who served it, latency and TTFT as p50 / p95 / max."""
+    served = ", ".join(f"{k} {v}" for k, v in st["served_by"].items()) or "-"
+    trios = [" / ".join(num(st[f].get(k)) for k in ("p50", "p95", "max")) for f in ("latency_s", "ttft_s")]
+    return [st["requests"], st["errors"], st["demoted"], served, *trios]
 
 
 def markdown_report(res: dict[str, Any]) -> str:
@@ -291,6 +262,7 @@ def markdown_report(res: dict[str, Any]) -> str:
         f"the 30B's cold load {s['scenario']['load_s']:g} s)"
     )
     fault = "the 9B's runner killed (HTTP 500) while the 30B loads" if s["kill_9b_during_load"] else "none"
+    head = "tier | requests | errors | demoted | served by | latency p50 / p95 / max s | TTFT p50 / p95 / max s"
     out = [
         f"Run {res['date']} with `{res['command']}`, litellm {env['litellm_version']}, {env['cpu_count']} CPUs, "
         f"load average {env['loadavg_start'][0]:.2f} → {env['loadavg_end'][0]:.2f}. Backend: {backend}, plus the "
@@ -298,21 +270,14 @@ def markdown_report(res: dict[str, Any]) -> str:
         f"{'streaming' if s['stream'] else 'non-streaming'} clients per tier for {s['duration_s']:g} s, at the same "
         f"time. Injected fault: {fault}.",
         "",
-        "| tier | requests | errors | demoted | served by | latency p50 / p95 / max s | TTFT p50 / p95 / max s |",
-        "|---|---|---|---|---|---|---|",
+        *table(head.split(" | "), [[t, *tier_cells(st)] for t, st in res["tiers"].items()]),
     ]
-    for tier, st in res["tiers"].items():
-        served = ", ".join(f"{k} {v}" for k, v in st["served_by"].items()) or "-"
-        out.append(
-            f"| {tier} | {st['requests']} | {st['errors']} | {st['demoted']} | {served} | "
-            f"{_trio(st['latency_s'])} | {_trio(st['ttft_s'])} |"
-        )
     log = res["demotion_log"]
     routes = " (" + ", ".join(f"{k} ×{v}" for k, v in log["routes"].items()) + ")" if log["routes"] else ""
     match = "matching" if log["headers_match_log"] else "**not** matching"
     out += ["", f"Demotion log: {log['records']} records{routes}, {match} the `X-Demoted-From` headers.", ""]
-    out += ["| memory | measured |", "|---|---|"]
-    peak, b = m.get("peak"), m["budget"]
+    out += table(("memory", "measured"), [])
+    peak, b, p = m.get("peak"), m["budget"], m["pageouts"]
     if peak:
         models = " + ".join(f"{x['name']} {x['gb']:.1f}" for x in peak["models"]) or "none"
         label = "" if res["backend"]["real"] else "; the fake's declared sizes"
@@ -325,13 +290,15 @@ def markdown_report(res: dict[str, Any]) -> str:
             f"| both tiers' models in `/api/ps` | {m['both_tiers_resident_s']:.0f} of "
             f"{m['run_sampled_s']:.0f} s sampled |",
         ]
-    out.append(f"| backend RSS peak | {_mb(m['backend_rss_peak_mb'])} ({m['backend_rss_is']}) |")
-    out.append(f"| embedded RSS peak | {_mb(m['embedded_rss_peak_mb'])} |")
-    p = m["pageouts"]
+    mb = {k: num(m[f"{k}_rss_peak_mb"], ".0f", unit=" MB") for k in ("backend", "embedded")}
+    out += [
+        f"| backend RSS peak | {mb['backend']} ({m['backend_rss_is']}) |",
+        f"| embedded RSS peak | {mb['embedded']} |",
+    ]
     out.append(
-        "| pageouts | not available |"
-        if not p
-        else f"| pageouts ({p['source']}) | +{p['delta_pages']} pages, peak {p['peak_pages_per_s']:g}/s ({p['note']}) |"
+        f"| pageouts ({p['source']}) | +{p['delta_pages']} pages, peak {p['peak_pages_per_s']:g}/s ({p['note']}) |"
+        if p
+        else "| pageouts | not available |"
     )
     if not res["backend"]["real"]:
         out += [
@@ -343,27 +310,19 @@ def markdown_report(res: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    p.add_argument("--duration", type=float, default=None, help="seconds of load (default 60, quick 15)")
-    p.add_argument("--clients", type=int, default=None, help="concurrent clients per tier (default 4, quick 2)")
-    p.add_argument("--quick", action="store_true", help="a short run: 2 clients per tier for 15 s")
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = Options(__doc__, "stress", quick="a short run: 2 clients per tier for 15 s")
+    p.count("--duration", 60, 15, "seconds of load", float)
+    p.count("--clients", 4, 2, "concurrent clients per tier")
     p.add_argument("--no-stream", action="store_true", help="non-streaming requests (no TTFT)")
     p.add_argument(
         "--kill-9b-during-load", action="store_true", help="fake only: the 9B's runner dies until the 30B loaded"
     )
-    p.add_argument("--load-s", type=float, default=None, help="fake only: the 30B's cold load (default 6, quick 3)")
+    p.count("--load-s", 6, 3, "fake only: the 30B's cold load", float)
     p.add_argument("--fake", action="store_true", help="use the emulated Ollama even when a real one answers")
     p.add_argument("--ram-gb", type=float, default=None, help="RAM to budget (default: this machine's, as ask doctor)")
     p.add_argument("--sample-s", type=float, default=0.25, help="memory sampling interval")
-    p.add_argument("--out", type=Path, default=OUT, help="JSON results file")
-    p.add_argument("--write-readme", action="store_true", help="rewrite the stress block in bench/README.md")
-    args = p.parse_args(argv)
-    args.duration = args.duration if args.duration is not None else 15.0 if args.quick else 60.0
-    args.clients = args.clients if args.clients is not None else 2 if args.quick else 4
-    args.load_s = args.load_s if args.load_s is not None else 3.0 if args.quick else 6.0
+    args = p.parse(argv)
     if args.duration <= 0 or args.clients < 1 or args.load_s < 0 or args.sample_s <= 0:
         p.error("--duration, --clients and --sample-s must be positive, --load-s not negative")
     return args
@@ -371,56 +330,31 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 @contextlib.contextmanager
 def stack(args: argparse.Namespace, tmp: Path) -> Iterator[tuple[Backend, Server, Proxy]]:
-    """The backend (a real Ollama, or the fake started here), the embedded model and the proxy; all ours stopped.
-
-    Each stop is armed before its start: a Ctrl-C while the proxy boots must not leave it running.
-    """
+    """The backend (a real Ollama, or the fake started here), the embedded model and the proxy; all ours stopped."""
     with contextlib.ExitStack() as stop:
         url = (os.environ.get("OLLAMA_API_BASE") or DEFAULT_OLLAMA).rstrip("/")
         found = None if args.fake else ollama_version(url)
         if found and args.kill_9b_during_load:
-            raise RunFailed(
+            raise CannotRun(
                 f"--kill-9b-during-load needs the emulated Ollama, and a real one answers at {url}: add --fake"
             )
-        try:  # a server that does not start: its first line, and how to see the rest
-            backend = Backend(url, True, found) if found else None
-            if backend is None:
-                fake = fake_ollama_server(tmp / "fake-ollama.log")
-                stop.callback(fake.stop)
-                backend = Backend(fake.start(30).url, False, ollama_version(fake.url) or "?", fake)
-            embedded = embedded_server(tmp / "embedded.log")
-            stop.callback(embedded.stop)
-            embedded.launch()  # loads while the proxy starts
-            env = isolated_env(tmp, OLLAMA_API_BASE=backend.url, TINY_API_BASE=f"{embedded.url}/v1")
-            proxy = Proxy(env=env, port=free_port(), log_path=tmp / "proxy.log")
-            stop.callback(proxy.stop)
-            proxy.start()
-            embedded.wait(60)
-        except RuntimeError as exc:
-            how = "`litellm --config litellm-config.yaml` or `python -m ask_cli.embedded`"
-            raise RunFailed(f"{str(exc).splitlines()[0]}: run it by hand ({how}) to see why") from exc
-        yield backend, embedded, proxy
+        backend = Backend(url, True, found) if found else None
+        if backend is None:
+            fake = serve(stop, fake_ollama_server(tmp / "fake-ollama.log")).wait(30)
+            backend = Backend(fake.url, False, ollama_version(fake.url) or "?", fake)
+        yield backend, *stop.enter_context(embedded_stack(tmp, OLLAMA_API_BASE=backend.url))
 
 
-def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
-    tiers = tier_model.from_config(yaml.safe_load(CONFIG.read_text()))
+def run(args: argparse.Namespace, res: dict[str, Any], tmp: Path) -> None:
+    """Start the stack, put both tiers under load while sampling memory, and record what happened in `res`."""
+    tiers = project_tiers()
     tags = [tiers.get(t).primary.model for t in TIERS]  # type: ignore[union-attr]
     budget, pageouts = budget_for(args.ram_gb), pageouts_source()
-    res: dict[str, Any] = {**run_record("bench/stress.py", argv), "environment": environment()}
-    res["settings"] = {
-        "tiers": list(TIERS),
-        "tier_tags": tags,
-        "clients_per_tier": args.clients,
-        "duration_s": args.duration,
-        "stream": not args.no_stream,
-        "kill_9b_during_load": args.kill_9b_during_load,
-        "sample_s": args.sample_s,
-    }
+    res["settings"] = {"tiers": list(TIERS), "tier_tags": tags, "clients_per_tier": args.clients}
+    res["settings"] |= {"duration_s": args.duration, "stream": not args.no_stream, "sample_s": args.sample_s}
+    res["settings"]["kill_9b_during_load"] = args.kill_9b_during_load
     started = time.monotonic()
-    with (
-        tempfile.TemporaryDirectory(prefix="bench-stress-") as tmp,
-        stack(args, Path(tmp)) as (backend, embedded, proxy),
-    ):
+    with stack(args, tmp) as (backend, embedded, proxy):
         kind = "ollama" if backend.real else "fake (harness/fake_ollama.py, own process)"
         res["backend"] = {"real": backend.real, "url": backend.url, "version": backend.version, "kind": kind}
         print(
@@ -455,9 +389,6 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
             res["fake_backend"] = fake_record(backend, since)
         res["memory"] = memory_report(sampler, backend, budget, set(tags))
         res["samples"] = [asdict(s) for s in sampler.samples]
-    res["environment"]["loadavg_end"] = list(os.getloadavg())
-    res["wall_seconds"] = round(time.monotonic() - started, 1)
-    return res
 
 
 def to_json(res: dict[str, Any]) -> str:
@@ -467,28 +398,15 @@ def to_json(res: dict[str, Any]) -> str:
     return text.replace('"@samples@"', f"[\n    {rows}\n  ]" if rows else "[]") + "\n"
 
 
-def _interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt  # the stack's exit stops every process this script started
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
-    for sig in (signal.SIGINT, signal.SIGTERM):  # SIGINT too: a shell's background job starts ignoring it
-        signal.signal(sig, _interrupt)
-    try:
-        res = run(args, argv)
-    except RunFailed as exc:
-        print(f"stress: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("stress: interrupted; every process it started is stopped", file=sys.stderr)
-        return 130
-    print(markdown_report(res))
+    with scratch("stress") as tmp, recorded("bench/stress.py", argv) as res:
+        run(args, res, tmp)
     for tier, st in res["tiers"].items():
         for kind, n in st["errors_by_kind"].items():
             print(f"{tier} error x{n}: {kind}")
-    publish("stress", args.out, to_json(res), markdown_report(res), args.write_readme)
+    report("stress", args, res, markdown_report(res), to_json(res))
     return 0
 
 

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
@@ -45,6 +45,17 @@ def now() -> str:
 def run_record(script: str, argv: list[str]) -> dict[str, Any]:
     """The command line as typed and the date."""
     return {"command": shlex.join([script, *argv]), "date": now()}
+
+
+@contextlib.contextmanager
+def recorded(script: str, argv: list[str], **first: Any) -> Iterator[dict[str, Any]]:
+    """A result being filled in: `first`, the run record and the environment; if the run ends well, the load
+    average at its end and its wall time."""
+    started = time.monotonic()
+    res: dict[str, Any] = {**first, **run_record(script, argv), "environment": environment()}
+    yield res
+    res["environment"]["loadavg_end"] = list(os.getloadavg())
+    res["wall_seconds"] = round(time.monotonic() - started, 1)
 
 
 def environment() -> dict[str, Any]:

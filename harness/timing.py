@@ -167,6 +167,15 @@ def litellm_timings(headers: httpx.Headers) -> dict[str, float]:
     return out
 
 
+def tally(samples: list[Any]) -> dict[str, Any]:
+    """How many requests (anything with `ok` and `error`, a `Timed`) were made and failed, the first errors."""
+    ok = sum(1 for s in samples if s.ok)
+    out: dict[str, Any] = {"n": len(samples), "ok": ok, "errors": len(samples) - ok}
+    if errors := sorted({s.error for s in samples if s.error}):
+        out["first_errors"] = errors[:5]
+    return out
+
+
 def percentile(sorted_values: list[float], q: float) -> float:
     """Nearest-rank percentile: a value that was actually observed."""
     return sorted_values[max(0, math.ceil(q * len(sorted_values)) - 1)]
