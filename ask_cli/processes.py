@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -63,6 +64,33 @@ def spawn(
         start_new_session=True,
         preexec_fn=die_with_parent if in_main else None,
     )
+
+
+def private_log(path: Path) -> IO[bytes]:
+    """Open a fresh log at `path`, readable by the user alone (0600, in a 0700 directory); the previous run's
+    log is kept once as `<name>.1`, so a service that restarted after a crash still has the crash's lines."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with contextlib.suppress(FileNotFoundError):
+        os.replace(path, path.with_name(path.name + ".1"))
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o600)
+    os.fchmod(fd, 0o600)  # the umask may have narrowed it, never widened: this makes it exact
+    return os.fdopen(fd, "ab", buffering=0)
+
+
+_ERROR_LINE = re.compile(r"^(ERROR|CRITICAL|FATAL)\b|^[A-Za-z_][\w.]*(Error|Exception|Exit)\b")
+
+
+def why_it_stopped(path: Path, lines: int = 20) -> str:
+    """What a log says about why its process stopped: its error lines (a logger's ERROR, the last line of each
+    traceback), the last few of them; else its last `lines` lines; "" if there is no log."""
+    try:
+        with path.open("rb") as fh:
+            fh.seek(max(0, fh.seek(0, os.SEEK_END) - 256 * 1024))
+            text = fh.read().decode(errors="replace").splitlines()
+    except OSError:
+        return ""
+    errors = list(dict.fromkeys(line.rstrip() for line in text if _ERROR_LINE.match(line)))
+    return "\n".join(errors[-5:] if errors else text[-lines:])
 
 
 def answers(url: str, timeout: float = 2.0) -> bool:

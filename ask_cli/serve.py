@@ -2,10 +2,17 @@
 
 Binds 127.0.0.1, passes the master key through the environment (never on a command line), and runs the
 proxy from the config's directory so `plugins.*` resolve exactly as with `litellm --config` by hand.
+
+Both children start at once: the embedded model loads (~1 s) while LiteLLM imports (~8 s), and the tier,
+Redis and database checks (doctor's own, capped at a fraction of a second each) run beside them, so
+nothing of ours stands between the command and the proxy's own start. The children's output goes to 0600
+logs in the data dir (`-v`: to the terminal instead); the terminal gets what a user needs: where the
+proxy listens, where the key is, which tiers answer now, where the logs are.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -13,14 +20,48 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO, TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from ask_cli import processes, stack_config
 from contract import BACKEND_DEFAULTS, paths
 
+if TYPE_CHECKING:
+    from ask_cli.doctor import Check
+
 READY_TIMEOUT_S = 120.0
+CHECK_TIMEOUT_S = 0.5  # each backend check at start: a black-holed backend must not hold up the tier lines
+TAIL_LINES = 20  # of a child's log, said when it exits and no error line says why
+TIMINGS_ENV = "ASK_SERVE_TIMINGS"  # a file: when each start phase ended (epoch seconds), for bench/start.py
+EMBEDDED = "embedded model"
+STATUS = {"ok": "ok", "warn": "warn", "FAIL": "down"}  # at start, a tier that does not answer is not a failure
+
+
+def logs_dir() -> Path:
+    """`<data dir>/logs`: the proxy's and the embedded model's full output, one file each."""
+    return paths.data_dir() / "logs"
+
+
+# Not `proxy.log`: that is the login service's own log of `ask serve` (ask_cli/service.py), in the same directory.
+CHILD_LOGS = {"proxy": "litellm.log", EMBEDDED: "embedded.log"}
+
+
+def _home(path: Path) -> str:
+    text, home = str(path), str(Path.home())
+    return "~" + text[len(home) :] if text.startswith(home + os.sep) else text
+
+
+@dataclass
+class Child:
+    name: str
+    proc: subprocess.Popen[bytes]
+    ready_url: str
+    ready: Callable[[str, float], bool]
+    log: Path | None  # None with -v: its output went to the terminal
+    up: bool = False
 
 
 @dataclass
@@ -30,29 +71,38 @@ class Stack:
     port: int = 4000
     embedded: bool = True
     cloud: bool = False  # merge litellm-config.cloud.yaml: the lanes whose keys are set
+    verbose: bool = False  # the children's output live on stderr instead of in logs_dir()
     log: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True)
     children: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
+    started: list[Child] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
 
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
     def environment(self) -> dict[str, str]:
+        for name, value in BACKEND_DEFAULTS.items():  # as plugins/environment.py does for `litellm --config`;
+            os.environ.setdefault(name, value)  # in this process too, so the checks look where the proxy will
+        if os.environ.get("REDIS_HOST"):
+            os.environ.setdefault("REDIS_PORT", "6379")  # the router only uses Redis when it has a port too
         env = dict(os.environ)
-        for name, value in BACKEND_DEFAULTS.items():  # as plugins/environment.py does for `litellm --config`
-            env.setdefault(name, value)
         env[paths.KEY_ENV] = paths.master_key() or ""
         env.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # offline: never fetch the cost map
         env.setdefault("LITELLM_LOG", "ERROR")  # no per-request access log: ~0.4 ms each (bench/README.md)
+        env.setdefault("LITELLM_DONT_SHOW_FEEDBACK_BOX", "true")  # LiteLLM's own switch for its start-up box
         env.setdefault("PYTHONUNBUFFERED", "1")
-        if env.get("REDIS_HOST"):
-            env.setdefault("REDIS_PORT", "6379")  # the router only uses Redis when it has a port too
         return env
 
+    def _mark(self, phase: str) -> None:
+        self.timings[phase] = time.time()
+
     def start(self) -> None:
+        """Spawn the children at once; return when the proxy (and the embedded model, if ours) answer."""
         from ask_cli import secrets_file
 
-        try:  # into this process too: the Redis and database checks below read them like the proxy will
+        self._mark("start")
+        try:  # into this process too: the Redis and database checks read them like the proxy will
             added = secrets_file.apply(os.environ)
         except secrets_file.SecretsError as exc:
             raise stack_config.ConfigError(str(exc)) from None
@@ -73,73 +123,146 @@ class Stack:
         if env.get("REDIS_HOST"):
             run = stack_config.with_redis(run)
             self.log(f"response cache and router state: Redis at {env['REDIS_HOST']}:{env['REDIS_PORT']}")
-            self._warn_if_redis_fails()
-        if env.get("DATABASE_URL"):
-            self._say_database(env["DATABASE_URL"])
         run_config = self.config.resolve()
         if run is not config:  # LiteLLM reads one file: write the derived one (includes merged), private
             run_config = stack_config.write_private(run, paths.data_dir() / "litellm-config.derived.yaml")
-        if self.embedded:
-            self._start_embedded(env)
         litellm = shutil.which("litellm", path=str(Path(sys.executable).parent)) or shutil.which("litellm")
         if litellm is None:
             raise RuntimeError("the litellm command is not installed: pip install -e . (see README)")
+        self._mark("config")
+        if self.embedded:
+            self._start_embedded(env)
         cmd = [litellm, "--config", str(run_config), "--host", self.host, "--port", str(self.port)]
-        self._spawn("proxy", cmd, env, cwd=self.config.resolve().parent)
-        if not self._wait(f"{self.url}/health/liveliness", "proxy"):
-            raise RuntimeError(f"the proxy did not answer on {self.url} within {READY_TIMEOUT_S:.0f} s")
-        self.log(f"proxy listening on {self.url}/v1 (master key in {paths.key_file()} or $LITELLM_MASTER_KEY)")
+        self._spawn("proxy", cmd, env, f"{self.url}/health/liveliness", processes.answers, self.config.resolve().parent)
+        self._mark("spawned")
+        if not self.verbose:
+            self.log(f"LiteLLM's output: {_home(logs_dir() / CHILD_LOGS['proxy'])} (ask serve -v shows it here)")
 
-    def _say_database(self, url: str) -> None:
-        """Where the UI's logs go (never the password), or one clear line when PostgreSQL does not answer."""
+        from ask_cli import doctor  # after the spawn: nothing of ours stands before LiteLLM's start
+        from contract import tiers as tier_model
+
+        pool = ThreadPoolExecutor(max_workers=4)  # beside the children's start, never in front of it
+        try:
+            tiers = tier_model.from_config(config)  # the local tiers; the cloud lanes said theirs above
+            ours = any(child.name == EMBEDDED for child in self.started)
+            pending = [
+                pool.submit(_lines, doctor.check_ollama, tiers, CHECK_TIMEOUT_S),
+                pool.submit(_lines, doctor.check_openai_servers, tiers, CHECK_TIMEOUT_S),
+            ]
+            if not ours:  # --no-embedded, or a server already there: does it answer?
+                pending.insert(0, pool.submit(_lines, doctor.check_embedded, tiers, CHECK_TIMEOUT_S))
+            warnings = []
+            if env.get("REDIS_HOST"):
+                warnings.append(pool.submit(_redis_warning))
+            if env.get("DATABASE_URL"):
+                warnings.append(pool.submit(self._database_line, env["DATABASE_URL"]))
+            self._wait_ready(warnings)
+            self._mark("ready")
+            where = f"${paths.KEY_ENV}" if os.environ.get(paths.KEY_ENV, "").strip() else _home(paths.key_file())
+            self.log(f"proxy listening on {self.url}/v1 (master key in {where})")
+            lines = _lines(doctor.check_embedded, tiers, CHECK_TIMEOUT_S) if ours else []
+            for line in lines + [line for future in pending for line in future.result()]:
+                self.log(line)
+            self._say_done(warnings, wait=True)
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
+        self._mark("said")
+        target = os.environ.get(TIMINGS_ENV)
+        if target:
+            Path(target).write_text(json.dumps(self.timings))
+
+    def _database_line(self, url: str) -> str:
+        """Where the dashboard is and its logs go (never the password), or why PostgreSQL may stop the start."""
         from ask_cli.doctor import check_database, database_address
 
         found = database_address(url)
         shown = found[0] if found else "DATABASE_URL (not a postgresql:// URL)"
-        self.log(f"database: {shown}; the UI at {self.url}/ui (log in as admin with the master key)")
+        line = f"database: {shown}; the UI at {self.url}/ui (log in as admin with the master key)"
         for check in check_database(timeout=2.0)[:1]:
             if check.status != "ok":
-                self.log(f"warning: {check.what}; the proxy may not start without it (fix: {check.fix})")
-
-    def _warn_if_redis_fails(self) -> None:
-        """One clear line when Redis will not answer (down, wrong password): LiteLLM serves anyway, uncached and
-        unshared, and buries the reason in repeated errors of its own."""
-        from ask_cli.doctor import check_redis
-
-        for check in check_redis(timeout=2.0):
-            if check.status != "ok":
-                self.log(f"warning: {check.what}; serving without the shared cache until it answers (fix: {check.fix})")
+                line += f"\nwarning: {check.what}; the proxy may not start without it (fix: {check.fix})"
+        return line
 
     def _start_embedded(self, env: dict[str, str]) -> None:
+        from ask_cli.embedded import health_ok
+
         base = env["TINY_API_BASE"]
         parts = urlsplit(base)
         if parts.hostname not in ("127.0.0.1", "localhost", "::1"):
             return  # someone else's server: the proxy reaches it as configured
         root = base.rstrip("/").removesuffix("/v1")
-        if _answers(f"{root}/health"):
+        if processes.answers(f"{root}/health", timeout=CHECK_TIMEOUT_S):
             self.log(f"embedded model: reusing the server already on {root}")
             return
         cmd = [sys.executable, "-m", "ask_cli.embedded", "--host", "127.0.0.1", "--port", str(parts.port or 11435)]
-        self._spawn("embedded model", cmd, env)
-        if not self._wait(f"{root}/health", "embedded model"):
-            raise RuntimeError(f"the embedded model did not answer on {root} within {READY_TIMEOUT_S:.0f} s")
+        self._spawn(EMBEDDED, cmd, env, f"{root}/health", health_ok)
 
-    def _spawn(self, name: str, cmd: list[str], env: dict[str, str], cwd: Path | None = None) -> None:
-        # Children log to stderr: stdout carries only answers, so `ask serve --ask ... > out.txt` works.
-        self.children.append((name, processes.spawn(cmd, env, cwd, stdout=sys.stderr.fileno())))
-
-    def _wait(self, url: str, name: str) -> bool:
+    def _spawn(
+        self,
+        name: str,
+        cmd: list[str],
+        env: dict[str, str],
+        ready_url: str,
+        ready: Callable[[str, float], bool],
+        cwd: Path | None = None,
+    ) -> None:
+        # stdout carries only answers, so `ask serve --ask ... > out.txt` works: a child writes to its log,
+        # or with -v to our stderr.
+        log = None if self.verbose else logs_dir() / CHILD_LOGS[name]
+        out: int | IO[bytes] = sys.stderr.fileno() if log is None else processes.private_log(log)
         try:
-            return processes.wait_until_answers(url, READY_TIMEOUT_S, self.children)
-        except processes.ChildExited as exc:
-            raise RuntimeError(f"{exc} (see above)") from None
+            proc = processes.spawn(cmd, env, cwd, stdout=out)
+        finally:
+            if not isinstance(out, int):
+                out.close()
+        self.children.append((name, proc))
+        self.started.append(Child(name, proc, ready_url, ready, log))
+
+    def _say_done(self, warnings: list[Future[str]], wait: bool = False) -> None:
+        """Say each finished warning once (`wait`: all of them; each check is capped at 2 s)."""
+        for future in list(warnings):
+            if wait or future.done():
+                warnings.remove(future)
+                if future.result():
+                    self.log(future.result())
+
+    def _wait_ready(self, warnings: list[Future[str]]) -> None:
+        """Poll every child we started until each answers; one that exits first is reported with its log's end.
+
+        Warnings (Redis, the database) are said as soon as they are known: they may be why a child exits."""
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while True:
+            self._say_done(warnings)
+            for child in self.started:
+                if child.proc.poll() is not None:
+                    self._say_done(warnings, wait=True)
+                    raise RuntimeError(self._exited(child, " while starting"))
+                if not child.up and child.ready(child.ready_url, 0.5):
+                    child.up = True
+                    self._mark(f"{child.name} ready")
+            if all(child.up for child in self.started):
+                return
+            if time.monotonic() >= deadline:
+                late = " and the ".join(c.name for c in self.started if not c.up)
+                raise RuntimeError(f"the {late} did not answer within {READY_TIMEOUT_S:.0f} s")
+            time.sleep(processes.POLL_S)
+
+    def _exited(self, child: Child, when: str = "") -> str:
+        """`<name> exited with code N`, and why: the end of its log (with -v it is on the terminal already)."""
+        code = child.proc.returncode
+        how = f"was killed by signal {-code}" if code is not None and code < 0 else f"exited with code {code}"
+        said = f"{child.name} {how}{when}"
+        if child.log is None:
+            return f"{said} (see above)"
+        why = processes.why_it_stopped(child.log, TAIL_LINES)
+        return f"{said}; from {_home(child.log)}:\n{why}" if why else f"{said} ({_home(child.log)} is empty)"
 
     def watch(self) -> int:
         """Block until a child exits (then report it: 1) or a signal stops the stack (see `stopping_on_signals`)."""
         while True:
-            for name, proc in self.children:
-                if proc.poll() is not None:
-                    self.log(f"{name} exited with code {proc.returncode}; stopping the stack")
+            for child in self.started:
+                if child.proc.poll() is not None:
+                    self.log(f"{self._exited(child)}\nstopping the stack")
                     return 1
             time.sleep(0.2)
 
@@ -149,6 +272,33 @@ class Stack:
             signal.signal(signum, signal.SIG_IGN)
         processes.stop([proc for _name, proc in reversed(self.children)], grace_s=15)
         self.children.clear()
+
+
+def _lines(check: Callable[..., list[Check]], *args: object) -> list[str]:
+    """A doctor check's lines as said at start: `down` for what does not answer; no "not checked" follow-ups,
+    no "installed" lines for a model that answers."""
+    try:
+        checks = check(*args)
+    except Exception as exc:  # a check that cannot run must never stop the start
+        return [f"warn  {check.__name__}: could not check ({type(exc).__name__}: {exc})"]
+    lines = []
+    for found in checks:
+        if "not checked" in found.what or (found.status == "ok" and "installed" in found.what):
+            continue
+        fix = f" — fix: {found.fix}" if found.fix and found.status != "ok" else ""
+        lines.append(f"{STATUS.get(found.status, found.status):<4}  {found.what}{fix}")
+    return lines
+
+
+def _redis_warning() -> str:
+    """One clear line when Redis will not answer (down, wrong password): LiteLLM serves anyway, uncached and
+    unshared, and buries the reason in repeated errors of its own."""
+    from ask_cli.doctor import check_redis
+
+    for check in check_redis(timeout=2.0):
+        if check.status != "ok":
+            return f"warning: {check.what}; serving without the shared cache until it answers (fix: {check.fix})"
+    return ""
 
 
 class Stopped(Exception):
@@ -163,7 +313,3 @@ def stopping_on_signals() -> None:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-
-
-def _answers(url: str) -> bool:
-    return processes.answers(url)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -99,10 +100,22 @@ def test_fresh_machine_gets_a_real_answer_then_stops_cleanly(tmp_path: Path) -> 
     finally:
         _stop(proc)
     assert "[degraded: fast-9b → tiny]" in stderr
-    assert f"proxy listening on http://127.0.0.1:{proxy_port}/v1" in stderr
+    assert f"proxy listening on http://127.0.0.1:{proxy_port}/v1 (master key in {key_file})" in stderr
+    assert f"ok    tiny: the embedded model answers at http://127.0.0.1:{tiny_port}/v1" in stderr.splitlines()
+    assert any(line.startswith("down  ollama: nothing answers at ") for line in stderr.splitlines())
+    assert_none_of_litellms_start_screen(stderr)
     assert key_file.read_text().strip() not in stderr  # the key is never printed
+    assert "listening on" in (tmp_path / "data" / "ask" / "logs" / "embedded.log").read_text()
     assert wait_until_refused(f"http://127.0.0.1:{proxy_port}", 10)
     assert wait_until_refused(f"http://127.0.0.1:{tiny_port}", 10)
+
+
+LITELLMS_START_SCREEN = ("██", "Give Feedback / Get Help", "Thank you for using LiteLLM", "Set models:")
+
+
+def assert_none_of_litellms_start_screen(text: str) -> None:
+    shown = [piece for piece in LITELLMS_START_SCREEN if piece in text]
+    assert not shown, f"LiteLLM's start screen on the terminal: {shown}"
 
 
 def _serving_until_embedded_is_up(tmp_path: Path) -> tuple[subprocess.Popen[str], int, int]:
@@ -196,3 +209,66 @@ def test_a_secrets_file_others_can_read_stops_the_start(tmp_path: Path) -> None:
     assert result.stderr.strip().splitlines() == [
         f"ask: {secrets} is readable by others (-rw-r--r--): chmod 600 {secrets}"
     ]
+
+
+def _against_fakes(tmp_path: Path, fake_ollama: object, tiny_url: str) -> dict[str, str]:
+    """A stack whose tiers answer from the session's fake Ollama and real embedded model; llama-swap absent."""
+    return stack_env(
+        tmp_path,
+        OLLAMA_API_BASE=fake_ollama.url,  # type: ignore[attr-defined]
+        TINY_API_BASE=tiny_url,
+        LLAMA_SWAP_API_BASE=closed_port_url("/v1"),
+    )
+
+
+def test_the_start_says_where_and_which_tiers_answer_and_keeps_litellms_output_in_a_log(
+    tmp_path: Path, fake_ollama: object, tiny_url: str
+) -> None:
+    """What a user reads at start: the address, the key's location, each tier's state, the log's path; LiteLLM's
+    banner, feedback box and model list are in that 0600 log, not on the terminal; stdout is the answer only."""
+    port = free_port()
+    env = _against_fakes(tmp_path, fake_ollama, tiny_url)
+    result = run_ask("serve", "--no-embedded", "--port", str(port), "--ask", "hi", "--exit", env=env)
+
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.startswith("Hello from qwen3.5:9b")
+    lines = result.stderr.splitlines()
+    log = tmp_path / "data" / "ask" / "logs" / "litellm.log"
+    assert f"LiteLLM's output: {log} (ask serve -v shows it here)" in lines
+    assert f"proxy listening on http://127.0.0.1:{port}/v1 (master key in $LITELLM_MASTER_KEY)" in lines
+    assert f"ok    tiny: the embedded model answers at {tiny_url}" in lines
+    assert any(line.startswith("ok    ollama ") and line.endswith(f"answers at {fake_ollama.url}") for line in lines)  # type: ignore[attr-defined]
+    assert "ok    ollama: qwen3.5:9b pulled (fast-9b, think-9b)" in lines
+    assert any(line.startswith("warn  heavy: nothing answers at ") for line in lines)
+    assert_none_of_litellms_start_screen(result.stderr)
+    said = ("LiteLLM's output: ", "proxy listening on ", "ok    ", "warn  ", "down  ")
+    assert all(line.startswith(said) for line in lines), lines  # and nothing else
+    assert stat.S_IMODE(log.stat().st_mode) == 0o600
+    assert stat.S_IMODE(log.parent.stat().st_mode) == 0o700
+    text = log.read_text()
+    assert "██" in text and "LiteLLM: Proxy initialized with Config, Set models:" in text
+    assert "Give Feedback / Get Help" not in text  # hidden by LiteLLM's own LITELLM_DONT_SHOW_FEEDBACK_BOX
+
+
+def test_verbose_shows_litellms_output_live(tmp_path: Path, fake_ollama: object, tiny_url: str) -> None:
+    env = _against_fakes(tmp_path, fake_ollama, tiny_url)
+    result = run_ask("serve", "-v", "--no-embedded", "--port", str(free_port()), "--ask", "hi", "--exit", env=env)
+
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "LiteLLM: Proxy initialized with Config, Set models:" in result.stderr
+    assert "LiteLLM's output:" not in result.stderr
+    assert result.stdout.startswith("Hello from qwen3.5:9b")  # still the answer only
+
+
+def test_a_proxy_that_exits_while_starting_says_why(tmp_path: Path) -> None:
+    """The port is taken: LiteLLM's own error line reaches the terminal, not just "exited with code 3"."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_ask("serve", "--no-embedded", "--port", str(port), env=stack_env(tmp_path))
+
+    assert result.returncode == 1
+    log = tmp_path / "data" / "ask" / "logs" / "litellm.log"
+    assert "ask: proxy exited with code " in result.stderr and f" while starting; from {log}:" in result.stderr
+    assert f"error while attempting to bind on address ('127.0.0.1', {port}): address already in use" in result.stderr

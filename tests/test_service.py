@@ -276,10 +276,21 @@ def test_logs_prints_the_end_of_each_log(machine: Path) -> None:
     logs = machine / "home" / "Library" / "Logs" / "local-llm-stack"
     logs.mkdir(parents=True)
     (logs / "proxy.log").write_text("".join(f"line {i}\n" for i in range(100)))
+    litellm = machine / "data" / "ask" / "logs" / "litellm.log"  # what `ask serve` keeps of LiteLLM's own output
+    litellm.parent.mkdir(parents=True)
+    litellm.write_text("banner\nSet models:\n")
     result = run_ask("service", "logs", "proxy", "-n", "3", "--manager", "launchd")
 
     assert result.returncode == 0
-    assert result.stdout.splitlines() == [f"==> {logs / 'proxy.log'} <==", "line 97", "line 98", "line 99"]
+    assert result.stdout.splitlines() == [
+        f"==> {logs / 'proxy.log'} <==",
+        "line 97",
+        "line 98",
+        "line 99",
+        f"==> {litellm} <==",
+        "banner",
+        "Set models:",
+    ]
 
 
 # -- the rendered programs, started as launchd would start them ------------------------------------------
