@@ -58,7 +58,13 @@ class QuestionCommand(TyperCommand):
         self.params.extend(get_install_completion_arguments())
 
 
-app = typer.Typer(cls=DefaultGroup, add_completion=False, add_help_option=False, pretty_exceptions_enable=False)
+app = typer.Typer(
+    cls=DefaultGroup,
+    add_completion=False,
+    add_help_option=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # click's plain help and errors: rich costs ~70 ms of import (bench/README.md, cli.py)
+)
 
 
 def command(name: str, **kwargs: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -82,31 +88,44 @@ def fail(message: str, code: int = 1) -> typer.Exit:
     return typer.Exit(code)
 
 
-def with_tier_flags(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Give a command one boolean option per row of `query.TIER_FLAGS`, after its first parameter; `func`
-    receives the ones given as `tier_flags` (in the table's order). Adding a tier flag is then one row."""
-    names = {f"tier{row.flag.replace('-', '_')}": row for row in q.TIER_FLAGS}
-    flags = [
+def with_question_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Give the question one Typer option per row of `query.TIER_FLAGS` and of `query.QUESTION_OPTIONS` (the
+    tables the fast path in ask_cli/entry.py parses), after its first parameter; `func` receives the tier flags
+    given as `tier_flags` and the others by their `dest` in `options`. A new option is then one row."""
+    tiers = {f"tier{row.flag.replace('-', '_')}": row for row in q.TIER_FLAGS}
+    options = {row.dest: row for row in q.QUESTION_OPTIONS}
+    made = [
         inspect.Parameter(
             name,
             inspect.Parameter.KEYWORD_ONLY,
             default=False,
             annotation=Annotated[bool, typer.Option(row.flag, help=row.help)],
         )
-        for name, row in names.items()
+        for name, row in tiers.items()
+    ] + [
+        inspect.Parameter(
+            dest,
+            inspect.Parameter.KEYWORD_ONLY,
+            default=False if row.kind is bool else None,
+            annotation=Annotated[
+                row.kind if row.kind is bool else row.kind | None, typer.Option(*row.names, help=row.help)
+            ],
+        )
+        for dest, row in options.items()
     ]
     own = [
         p.replace(kind=inspect.Parameter.KEYWORD_ONLY)  # Typer passes everything by name
         for p in inspect.signature(func, eval_str=True).parameters.values()
-        if p.name != "tier_flags"
+        if p.name not in ("tier_flags", "options")
     ]
 
     @functools.wraps(func)
     def wrapper(**kwargs: Any) -> Any:
-        given = [row.flag for name, row in names.items() if kwargs.pop(name)]
-        return func(**kwargs, tier_flags=given)
+        given = [row.flag for name, row in tiers.items() if kwargs.pop(name)]
+        chosen = {dest: kwargs.pop(dest) for dest in options}
+        return func(**kwargs, tier_flags=given, options=chosen)
 
-    wrapper.__signature__ = inspect.Signature([*own[:1], *flags, *own[1:]])  # type: ignore[attr-defined]
+    wrapper.__signature__ = inspect.Signature([*own[:1], *made, *own[1:]])  # type: ignore[attr-defined]
     return wrapper
 
 
@@ -127,6 +146,9 @@ def serve(
     ] = None,
     model: Annotated[str, typer.Option(help=f"The tier for --ask. Example: --model {DEFAULT_TIER}")] = DEFAULT_TIER,
     exit_after: Annotated[bool, typer.Option("--exit", help="Stop after answering --ask (a smoke test).")] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="LiteLLM's and llama.cpp's own output here, not in their logs.")
+    ] = False,
 ) -> None:
     """Start the embedded model and the LiteLLM proxy on 127.0.0.1; Ctrl-C stops both.
 
@@ -135,7 +157,9 @@ def serve(
     from ask_cli import serve as serving
     from ask_cli.stack_config import ConfigError, default_config_path
 
-    stack = serving.Stack(config=config or default_config_path(), port=port, embedded=embedded, cloud=cloud)
+    stack = serving.Stack(
+        config=config or default_config_path(), port=port, embedded=embedded, cloud=cloud, verbose=verbose
+    )
     serving.stopping_on_signals()
     try:
         stack.start()
@@ -351,7 +375,12 @@ def service_logs(
         chosen = service.chosen(names or ["all"])
     except service.ServiceError as exc:
         raise fail(str(exc), 2) from None
+    from ask_cli.serve import CHILD_LOGS, logs_dir
+
     files = [mgr.log_dir / f"{name}.log" for name in chosen]
+    if "proxy" in chosen:  # the service's log holds what `ask serve` says; LiteLLM's own output is beside it
+        files.append(logs_dir() / CHILD_LOGS["proxy"])
+        chosen = [*chosen, "LiteLLM"]
     for name, path in zip(chosen, files, strict=True):
         typer.echo(f"==> {path} <==" if path.exists() else f"==> {name}: no log yet at {path}")
         for line in service.tail(path, lines):
@@ -364,48 +393,21 @@ def service_logs(
 
 
 @app.command(QUESTION, cls=QuestionCommand, hidden=True, epilog=commands_epilog())
-@with_tier_flags
+@with_question_options
 def question(
     prompt: Annotated[str | None, typer.Argument(help='The question; stdin is appended. Example: ask "hi"')] = None,
-    model: Annotated[str | None, typer.Option("-m", "--model", help="Any tier. Example: -m coder-30b")] = None,
-    system: Annotated[str | None, typer.Option("-s", "--system", help="System prompt. Example: -s 'Be terse.'")] = None,
-    temperature: Annotated[float | None, typer.Option(help="Sampling temperature. Example: --temperature 0")] = None,
-    max_tokens: Annotated[int | None, typer.Option(help="Answer length cap. Example: --max-tokens 200")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="One JSON object: answer, served_by, demoted, ...")] = False,
-    no_cache: Annotated[bool, typer.Option("--no-cache", help="A fresh answer: no cache read or written.")] = False,
-    no_fallback: Annotated[bool, typer.Option("--no-fallback", help="Fail rather than demote. For cron.")] = False,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
     ] = False,
     *,
     tier_flags: list[str],
+    options: dict[str, Any],
 ) -> None:
     """Ask one tier one question; the answer streams to stdout, a demotion is said on stderr.
 
     Example: git diff --staged | ask "write a one-line commit message"
     """
-    try:
-        tier = q.pick_tier(tier_flags, model)
-        text, warnings = q.read_prompt(prompt)
-    except q.UsageError as exc:
-        raise fail(str(exc), 2) from None
-    for warning in warnings:
-        q.warn(warning)
-    asked = q.Question(
-        model=tier,
-        prompt=text,
-        system=system,
-        temperature=temperature,
-        max_tokens=max_tokens,
-        fallbacks=not no_fallback,
-        cached=not no_cache,
-    )
-    outcome = q.answer(asked, as_json)
-    if outcome.exit_code == 130:
-        typer.echo("", err=True)
-        raise typer.Exit(130)
-    if outcome.exit_code:
-        raise fail(outcome.error or "failed")
+    raise typer.Exit(q.ask(prompt, tier_flags, **options))
 
 
 def main() -> None:

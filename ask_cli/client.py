@@ -1,4 +1,8 @@
-"""The proxy's chat endpoint over stdlib HTTP: `ask` must not pay for importing an HTTP library.
+"""The proxy's chat endpoint: one HTTP/1.1 POST over a socket, its answer streamed back.
+
+`ask` must not pay for an HTTP library: `http.client` alone costs ~20 ms of import (email.parser, ssl), as
+much again as the rest of `ask` (bench/README.md, `cli.py`); one POST to the local proxy needs a status
+line, headers and a chunked body. `ssl` is imported only for an https proxy.
 
 Which tier answered is what the response headers say (`contract.Provenance.of_headers`), never guessed: when
 the proxy does not say, the reply's served tier is None.
@@ -6,15 +10,16 @@ the proxy does not say, the reply's served tier is None.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-import urllib.error
-import urllib.request
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from typing import Any
 
 from contract import COUNCIL_FIELD, DEFAULT_PROXY_URL, PROXY_URL_ENV, Provenance
+
+TYPE_CHECKING = False  # see ask_cli/query.py
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from typing import Any
 
 
 def proxy_url() -> str:
@@ -34,21 +39,17 @@ class ProxyError(Exception):
         self.message = message
 
 
-@dataclass
 class Reply:
-    provenance: Provenance  # from the headers, known before the first token
-    text: str = ""
-    usage: dict[str, Any] = field(default_factory=dict)
-    council: dict[str, Any] | None = None  # the members' answers, when the council answered
+    """A streamed answer as it arrives: `provenance` from the headers, known before the first token; `council` the
+    members' answers, when the council answered. Not a dataclass: see ask_cli/query.py."""
 
+    __slots__ = ("council", "provenance", "text", "usage")
 
-def _request(base: str, key: str, body: dict[str, Any]) -> urllib.request.Request:
-    return urllib.request.Request(  # noqa: S310 - the proxy's own http URL
-        f"{base}/v1/chat/completions",
-        data=json.dumps(body).encode("utf-8"),
-        headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
-        method="POST",
-    )
+    def __init__(self, provenance: Provenance) -> None:
+        self.provenance = provenance
+        self.text = ""
+        self.usage: dict[str, Any] = {}
+        self.council: dict[str, Any] | None = None
 
 
 def _error_message(raw: bytes) -> str:
@@ -59,23 +60,89 @@ def _error_message(raw: bytes) -> str:
         return raw.decode("utf-8", "replace").strip()[:500]
 
 
-def _open(req: urllib.request.Request, timeout: float) -> Any:
+def _post(base: str, key: str, body: dict[str, Any], timeout: float) -> tuple[dict[str, str], Iterator[bytes]]:
+    """POST `body` to the chat endpoint: the response's headers (names lower-cased) and its body's lines as they
+    arrive. ProxyUnreachable when nothing answers, ProxyError for an HTTP error status."""
+    import socket
+    from urllib.parse import urlsplit
+
+    url = urlsplit(base)
+    host, https = url.hostname or "127.0.0.1", url.scheme == "https"
+    data = json.dumps(body).encode("utf-8")
+    head = (
+        f"POST {url.path}/v1/chat/completions HTTP/1.1\r\nHost: {url.netloc}\r\nAuthorization: Bearer {key}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\nConnection: close\r\n\r\n"
+    )
     try:
-        return urllib.request.urlopen(req, timeout=timeout)  # noqa: S310 - the proxy's own URL
-    except urllib.error.HTTPError as exc:
-        raise ProxyError(exc.code, _error_message(exc.read())) from None
-    except (urllib.error.URLError, ConnectionError) as exc:
-        raise ProxyUnreachable(str(getattr(exc, "reason", exc))) from None
+        # An ASCII name as bytes: for a str, getaddrinfo imports the idna codec first (~2 ms of every call).
+        address = host.encode("ascii") if host.isascii() else host
+        sock = socket.create_connection((address, url.port or (443 if https else 80)), timeout)
+        if https:
+            import ssl
+
+            sock = ssl.create_default_context().wrap_socket(sock, server_hostname=host)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.sendall(head.encode("latin-1") + data)
+        stream = sock.makefile("rb")
+        sock.close()  # the file keeps the connection open until it is closed
+        status = stream.readline().split(None, 2)
+        headers = {}
+        while (line := stream.readline()) not in (b"\r\n", b"\n", b""):
+            name, _, value = line.decode("latin-1").partition(":")
+            headers[name.strip().lower()] = value.strip()
+        code = int(status[1])
+    except (OSError, ValueError, IndexError) as exc:
+        raise ProxyUnreachable(str(exc) or type(exc).__name__) from None
+    lines = _lines(stream, headers)
+    if code >= 400:
+        raise ProxyError(code, _error_message(b"\n".join(lines)))
+    return headers, lines
+
+
+def _lines(stream: Any, headers: dict[str, str]) -> Iterator[bytes]:
+    """The body's lines as they arrive (chunked, Content-Length or until close); the connection closed after."""
+    with stream:
+        if "chunked" in headers.get("transfer-encoding", "").lower():
+            chunks = _chunks(stream)
+        elif "content-length" in headers:
+            chunks = iter([stream.read(int(headers["content-length"]))])
+        else:
+            chunks = iter(lambda: stream.read1(65536), b"")
+        rest = b""
+        try:
+            for chunk in chunks:
+                *done, rest = (rest + chunk).split(b"\n")
+                yield from done
+        except TimeoutError:
+            raise ProxyUnreachable("the proxy sent nothing more within the timeout") from None
+        except OSError as exc:
+            raise ProxyUnreachable(f"the connection broke in the middle of the answer ({exc})") from None
+        if rest:
+            yield rest
+
+
+def _chunks(stream: Any) -> Iterator[bytes]:
+    """A chunked body's chunks: a hex size line, that many bytes, CRLF; size 0 ends it. A connection that closes
+    before that is said as such, not as a parse error."""
+    while True:
+        try:
+            size = int(stream.readline().split(b";")[0], 16)
+        except (OSError, ValueError):
+            raise ProxyUnreachable("the connection closed in the middle of the answer") from None
+        if not size:
+            return
+        yield stream.read(size)
+        stream.readline()
 
 
 def stream_chat(base: str, key: str, body: dict[str, Any], timeout: float = 600.0) -> tuple[Reply, Iterator[str]]:
     """A streaming completion: the reply's provenance is known from the headers before the first token."""
-    resp = _open(_request(base, key, {**body, "stream": True}), timeout)
-    reply = Reply(Provenance.of_headers(str(body.get("model", "")), resp.headers))
+    headers, lines = _post(base, key, {**body, "stream": True}, timeout)
+    reply = Reply(Provenance.of_headers(str(body.get("model", "")), headers))
 
     def pieces() -> Iterator[str]:
-        with resp:
-            for raw in resp:
+        with contextlib.closing(lines):
+            for raw in lines:
                 line = raw.strip()
                 if not line.startswith(b"data:"):
                     continue

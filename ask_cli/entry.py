@@ -1,27 +1,18 @@
-"""The `ask` console script. A cache hit is answered here, before Typer or any HTTP code is imported.
+"""The `ask` console script. A question is answered here, cache hit or miss, before Typer is imported.
 
-Cron jobs repeat the same question all day: on a hit the whole process should cost little more than
-starting Python. Anything this small parser does not recognise goes to the full CLI (`ask_cli.cli`), which
-parses, validates and reports errors; this path only ever answers or steps aside.
+Cron jobs and scripts ask all day: a call should cost little more than starting Python and the request
+itself (bench/cli.py). The question's options are read from the tables Typer's parameters are built from
+(`query.TIER_FLAGS`, `query.QUESTION_OPTIONS`); a command line this path does not take exactly as click would
+(a command, --help, --version, an unknown flag, a value that does not convert, `-mNAME`) goes to the full CLI
+(`ask_cli.cli`), which parses it, says the usage error or runs the command.
 """
 
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass, field
 
-from ask_cli.query import TIER_BY_FLAG
+from ask_cli import query as q
 
-# The question's options that change the answer's cache key, or not at all (--no-fallback, --json).
-VALUE_OPTIONS = {
-    "-m": "model",
-    "--model": "model",
-    "-s": "system",
-    "--system": "system",
-    "--temperature": "temperature",
-    "--max-tokens": "max_tokens",
-}
-PLAIN_FLAGS = {"--json", "--no-fallback"}
 # The full CLI's commands and what each is for: the one list. ask_cli/cli.py registers each under its name (and
 # refuses one not listed here) and lists them in `ask --help`; on this path their names are never a question.
 COMMANDS: dict[str, str] = {
@@ -32,68 +23,57 @@ COMMANDS: dict[str, str] = {
     "setup": "point a coding assistant at the stack",
     "service": "the stack as login services",
 }
+_OPTIONS = {name: option for option in q.QUESTION_OPTIONS for name in option.names}
+_TIERS = {row.flag for row in q.TIER_FLAGS}
 
 
-@dataclass
-class Parsed:
-    flags: list[str] = field(default_factory=list)
-    json: bool = False
-    prompt: str | None = None
-    model: str | None = None
-    system: str | None = None
-    temperature: str | None = None
-    max_tokens: str | None = None
+def parse_question(argv: list[str]) -> tuple[str | None, list[str], dict[str, object]] | None:
+    """(prompt, tier flags, `q.ask` keywords) when click would parse `argv` as this question; None otherwise.
 
-
-def parse_question(argv: list[str]) -> Parsed | None:
-    """The question's parts if `argv` is a plain question this path can answer, else None."""
-    found = Parsed()
-    args = argv[1:] if argv[:1] == ["--"] else argv
-    if argv[:1] != ["--"] and args[:1] and args[0] in COMMANDS:
+    Mirrors click's rules for what the tables declare: options anywhere, `--name=value`, a value option takes
+    the next argument whatever it looks like, `--` ends the options, one positional (the prompt)."""
+    if argv[:1] and argv[0] in COMMANDS:
         return None
-    i = 0
-    while i < len(args):
-        arg = args[i]
-        if arg in TIER_BY_FLAG:
-            found.flags.append(arg)
-        elif arg in PLAIN_FLAGS:
-            found.json = found.json or arg == "--json"
-        elif arg in VALUE_OPTIONS and i + 1 < len(args):
-            setattr(found, VALUE_OPTIONS[arg], args[i + 1])
-            i += 1
-        elif arg.startswith("-") or found.prompt is not None:
+    prompt: str | None = None
+    flags: list[str] = []
+    options: dict[str, object] = {}
+    args = iter(argv)
+    for arg in args:
+        if arg == "--":
+            rest = list(args)
+            if len(rest) > 1 or (rest and prompt is not None):
+                return None
+            prompt = rest[0] if rest else prompt
+            break
+        if not arg.startswith("-") or arg == "-":
+            if prompt is not None:
+                return None
+            prompt = arg
+            continue
+        name, inline, value = arg.partition("=") if arg.startswith("--") else (arg, "", "")
+        option = _OPTIONS.get(name)
+        if name in _TIERS and not inline:
+            flags.append(name)
+        elif option is None or (option.kind is bool and inline):
             return None
+        elif option.kind is bool:
+            options[option.dest] = True
         else:
-            found.prompt = arg
-        i += 1
-    return found
-
-
-def cached_answer(argv: list[str]) -> bool:
-    """Answer from the prompt cache if this is a cacheable question already answered; False otherwise."""
-    from ask_cli import query as q
-
-    parts = parse_question(argv)
-    if parts is None:
-        return False
-    try:
-        tier = q.pick_tier(parts.flags, parts.model)
-        prompt, warnings = q.read_prompt(parts.prompt)
-        temperature = float(parts.temperature) if parts.temperature is not None else None
-        max_tokens = int(parts.max_tokens) if parts.max_tokens is not None else None
-    except (q.UsageError, ValueError):
-        return False
-    if warnings:
-        return False  # the full CLI says them
-    question = q.Question(
-        model=tier, prompt=prompt, system=parts.system, temperature=temperature, max_tokens=max_tokens
-    )
-    return q.answer_from_cache(question, parts.json)
+            raw = value if inline else next(args, None)
+            if raw is None:
+                return None
+            try:
+                options[option.dest] = option.kind(raw)
+            except ValueError:
+                return None
+    return prompt, flags, options
 
 
 def main() -> None:
-    if cached_answer(sys.argv[1:]):
-        return
+    parsed = parse_question(sys.argv[1:])
+    if parsed is not None:
+        prompt, flags, options = parsed
+        sys.exit(q.ask(prompt, flags, **options))  # type: ignore[arg-type]
     from ask_cli.cli import main as full_cli
 
     full_cli()

@@ -1,7 +1,9 @@
 """`ask "prompt"`: one question to one tier, the answer streamed, the tier that answered made plain.
 
-Kept apart from the subcommands so the common case pays for nothing else: the cache-hit path (ask_cli/entry.py)
-imports this module and nothing heavier.
+Kept apart from the subcommands so the common case pays for nothing else: the fast path (ask_cli/entry.py)
+imports this module and nothing heavier. Its records are namedtuples and plain classes, as `contract`'s and
+`client`'s are: `dataclasses` (it imports `inspect`) would cost every call ~15 ms, `typing.NamedTuple` ~4 ms
+(bench/README.md, `cli.py`).
 """
 
 from __future__ import annotations
@@ -9,27 +11,27 @@ from __future__ import annotations
 import json
 import sys
 import time
-from dataclasses import dataclass, field
-from typing import Any
+from collections import namedtuple
 
 from contract import COUNCIL, DEFAULT_TIER, SERVED_BY, no_cache, paths
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~3 ms) on every call
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+    from typing import Any
 
-@dataclass(frozen=True)
-class TierFlag:
-    """One `ask --9b`-style flag: the tier it asks for, what sets that tier apart, an example question."""
 
-    flag: str
-    tier: str
-    about: str
-    example: str
+class TierFlag(namedtuple("TierFlag", ["flag", "tier", "about", "example"])):
+    """One `ask --9b`-style flag: the tier it asks for, what sets that tier apart, an example question (str each)."""
+
+    __slots__ = ()
 
     @property
     def help(self) -> str:
         return f"{self.tier}{', ' + self.about if self.about else ''}. Example: ask {self.flag} '{self.example}'"
 
 
-# The explicit tier flags, one line each: `ask --help`, the parser and the cache-hit path all read this table.
+# The explicit tier flags, one line each: `ask --help`, Typer's parser and the fast path all read this table.
 # `-m NAME` reaches any other tier the proxy serves.
 TIER_FLAGS: tuple[TierFlag, ...] = (
     TierFlag("--9b", DEFAULT_TIER, "the default", "hi"),
@@ -42,7 +44,25 @@ TIER_FLAGS: tuple[TierFlag, ...] = (
     TierFlag("--tiny", "tiny", "embedded", "hi"),
     TierFlag("--premium", "premium", "paid cloud (ask serve --cloud)", "…"),  # only ever reached by asking for it
 )
-TIER_BY_FLAG: dict[str, str] = {f.flag: f.tier for f in TIER_FLAGS}
+
+
+class QuestionOption(namedtuple("QuestionOption", ["names", "dest", "kind", "help"])):
+    """One of the question's other options, declared once: ask_cli/cli.py makes it a Typer parameter (and so
+    `ask --help`'s line), ask_cli/entry.py parses it on the fast path. `names` the option's spellings, `dest`
+    `ask()`'s keyword, `kind` bool (a flag) or str, int, float (takes a value, converted as click converts it)."""
+
+    __slots__ = ()
+
+
+QUESTION_OPTIONS: tuple[QuestionOption, ...] = (
+    QuestionOption(("-m", "--model"), "model", str, "Any tier. Example: -m coder-30b"),
+    QuestionOption(("-s", "--system"), "system", str, "System prompt. Example: -s 'Be terse.'"),
+    QuestionOption(("--temperature",), "temperature", float, "Sampling temperature. Example: --temperature 0"),
+    QuestionOption(("--max-tokens",), "max_tokens", int, "Answer length cap. Example: --max-tokens 200"),
+    QuestionOption(("--json",), "as_json", bool, "One JSON object: answer, served_by, demoted, ..."),
+    QuestionOption(("--no-cache",), "no_cache", bool, "A fresh answer: no cache read or written."),
+    QuestionOption(("--no-fallback",), "no_fallback", bool, "Fail rather than demote. For cron."),
+)
 SERVED_UNKNOWN = f"the proxy did not say which tier served (no {SERVED_BY})"
 
 
@@ -54,15 +74,18 @@ class NoKey(Exception):
     """No master key anywhere: the stack has never been started on this machine."""
 
 
-@dataclass
-class Question:
-    model: str
-    prompt: str
-    system: str | None = None
-    temperature: float | None = None
-    max_tokens: int | None = None
-    fallbacks: bool = True
-    cached: bool = True  # False: neither this CLI's cache nor the proxy's answers or keeps it
+class Question(
+    namedtuple(
+        "Question",
+        ["model", "prompt", "system", "temperature", "max_tokens", "fallbacks", "cached"],
+        defaults=(None, None, None, True, True),
+    )
+):
+    """One question as asked, what the request body and the cache key are made of: `model` (the tier) and
+    `prompt`; `system`, `temperature`, `max_tokens` (None: unset); `fallbacks` False: fail rather than demote;
+    `cached` False: neither this CLI's cache nor the proxy's answers or keeps it."""
+
+    __slots__ = ()
 
     def body(self) -> dict[str, Any]:
         messages = [{"role": "system", "content": self.system}] if self.system else []
@@ -79,8 +102,10 @@ class Question:
         return body
 
 
-def pick_tier(flags: list[str], model: str | None) -> str:
-    chosen = [TIER_BY_FLAG[f] for f in flags] + ([model] if model else [])
+def pick_tier(flags: Iterable[str], model: str | None) -> str:
+    """The one tier asked for (flags in any order or repeated count once); UsageError for two."""
+    given = set(flags)
+    chosen = [row.tier for row in TIER_FLAGS if row.flag in given] + ([model] if model else [])
     if len(chosen) > 1:
         raise UsageError(f"pick one tier, not {len(chosen)} ({', '.join(chosen)})")
     return chosen[0] if chosen else DEFAULT_TIER
@@ -115,18 +140,87 @@ def warn(message: str) -> None:
     sys.stderr.flush()
 
 
-@dataclass
 class Outcome:
-    answer: str = ""
-    served_by: str | None = ""  # "": no tier answered (an error); None: one did, but the proxy did not say which
-    demoted: bool = False  # not what the tier asked for would have given: demoted, or a weakened council
-    usage: dict[str, Any] = field(default_factory=dict)
-    council: dict[str, Any] | None = None  # the council's members and their answers (`--council`)
-    lane: str | None = None  # where the answer was made (X-Served-Lane); None for a cache hit
-    ttft_s: float | None = None
-    latency_s: float = 0.0
-    exit_code: int = 0
-    error: str | None = None
+    """What one call gave, filled in as it goes.
+
+    `served_by` "": no tier answered (an error); None: one did, but the proxy did not say which. `demoted`: not what
+    the tier asked for would have given (demoted, or a weakened council). `council`: the council's members and
+    their answers (`--council`). `lane`: where the answer was made (X-Served-Lane); None for a cache hit."""
+
+    __slots__ = (
+        "answer",
+        "council",
+        "demoted",
+        "error",
+        "exit_code",
+        "lane",
+        "latency_s",
+        "served_by",
+        "ttft_s",
+        "usage",
+    )
+
+    def __init__(
+        self,
+        *,
+        answer: str = "",
+        served_by: str | None = "",
+        demoted: bool = False,
+        usage: dict[str, Any] | None = None,
+        lane: str | None = None,
+        latency_s: float = 0.0,
+        exit_code: int = 0,
+    ) -> None:
+        self.answer, self.served_by, self.demoted, self.usage = answer, served_by, demoted, usage or {}
+        self.lane, self.latency_s, self.exit_code = lane, latency_s, exit_code
+        self.council: dict[str, Any] | None = None
+        self.ttft_s: float | None = None
+        self.error: str | None = None
+
+
+def error(message: str) -> None:
+    """One `ask: …` line on stderr: why this call gives no answer."""
+    sys.stderr.write(f"ask: {message}\n")
+    sys.stderr.flush()
+
+
+def ask(
+    prompt: str | None,
+    tier_flags: Iterable[str],
+    *,
+    model: str | None = None,
+    system: str | None = None,
+    temperature: float | None = None,
+    max_tokens: int | None = None,
+    as_json: bool = False,
+    no_cache: bool = False,
+    no_fallback: bool = False,
+) -> int:
+    """`ask "prompt"` once its command line is parsed (the fast path's parser or Typer's: the keywords are
+    `QUESTION_OPTIONS`' dests): the answer printed, the exit code returned (2 a usage error, 130 interrupted)."""
+    try:
+        tier = pick_tier(tier_flags, model)
+        text, warnings = read_prompt(prompt)
+    except UsageError as exc:
+        error(str(exc))
+        return 2
+    for warning in warnings:
+        warn(warning)
+    asked = Question(
+        model=tier,
+        prompt=text,
+        system=system,
+        temperature=temperature,
+        max_tokens=max_tokens,
+        fallbacks=not no_fallback,
+        cached=not no_cache,
+    )
+    outcome = answer(asked, as_json)
+    if outcome.exit_code == 130:
+        sys.stderr.write("\n")
+    elif outcome.exit_code:
+        error(outcome.error or "failed")
+    return outcome.exit_code
 
 
 def answer(question: Question, json_output: bool = False, url: str | None = None) -> Outcome:

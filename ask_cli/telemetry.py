@@ -9,6 +9,7 @@ included, writes a line. Writing never raises into the caller.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import stat
@@ -27,6 +28,7 @@ ERROR_MAX = 200  # chars: the kind of failure, not a transcript (an error may qu
 NAME_MAX = 100  # chars for model names: keeps every line far below PIPE_BUF, so one write() stays whole
 SINCE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 SINCE_HELP = "--since takes a number and a unit: 30m, 24h, 7d"
+READ_BLOCK = 5000  # lines per json.loads when reading the log (see `_parsed`)
 
 last_error: str | None = None  # why the last append failed, one line for the CLI's warning
 
@@ -183,20 +185,31 @@ class LogReader:
         except FileNotFoundError:
             return
         with fh:
-            for raw in fh:
-                if not raw.strip():
-                    continue
-                try:
-                    item = json.loads(raw)
-                except ValueError:  # includes undecodable bytes
-                    self.corrupt += 1
-                    continue
-                ts = item.get("ts") if isinstance(item, dict) else None
-                if not isinstance(ts, int | float) or isinstance(ts, bool):
-                    self.corrupt += 1
-                    continue
-                if self.cutoff is None or ts >= self.cutoff:
-                    yield item
+            while block := [raw for raw in itertools.islice(fh, READ_BLOCK) if raw.strip()]:
+                for item in _parsed(block):
+                    ts = item.get("ts") if isinstance(item, dict) else None
+                    if not isinstance(ts, int | float) or isinstance(ts, bool):
+                        self.corrupt += 1  # includes a line that is not JSON (`_parsed` gave None)
+                    elif self.cutoff is None or ts >= self.cutoff:
+                        yield item
+
+
+def _parsed(lines: list[bytes]) -> list[Any]:
+    """Each line's JSON value, None where a line is not JSON. One `json.loads` for the whole block when every line
+    parses (about twice as fast as one call per line: `ask stats` over a year of cron calls); line by line else."""
+    try:
+        values = json.loads(b"[" + b",".join(lines) + b"]")
+    except ValueError:  # includes undecodable bytes
+        values = None
+    if isinstance(values, list) and len(values) == len(lines):
+        return values
+    out: list[Any] = []
+    for raw in lines:
+        try:
+            out.append(json.loads(raw))
+        except ValueError:
+            out.append(None)
+    return out
 
 
 def read(since_s: float | None = None, path: Path | None = None, now: float | None = None) -> LogReader:
@@ -228,73 +241,127 @@ def percentile(values: list[float], p: int) -> float | None:
     return ordered[rank - 1]
 
 
-def _summarize(group: list[dict[str, Any]]) -> dict[str, Any]:
-    calls = len(group)
-    hits = sum(1 for e in group if e.get("cache_hit") is True)
-    demoted = sum(1 for e in group if e.get("demoted") is True)
-    errors = sum(1 for e in group if e.get("exit_code", 0) != 0)
-    served: dict[str, int] = {}
-    for e in group:
-        said = e.get("served_by")
-        name = "unknown" if said is None else said or "-"  # None: the proxy did not say; "": nothing answered
-        served[name] = served.get(name, 0) + 1
-    latencies, miss_latencies = [], []
-    for e in group:
-        latency = e.get("latency_s")
-        if isinstance(latency, int | float) and not isinstance(latency, bool):
-            latencies.append(latency)
-            if e.get("cache_hit") is not True:
-                miss_latencies.append(latency)
-    tokens = [e["tokens"] for e in group if isinstance(e.get("tokens"), int) and not isinstance(e["tokens"], bool)]
-    return {
-        "calls": calls,
-        "cache_hits": hits,
-        "cache_hit_rate": hits / calls if calls else 0.0,
-        "demoted": demoted,
-        "demotion_rate": demoted / calls if calls else 0.0,
-        "errors": errors,
-        "error_rate": errors / calls if calls else 0.0,
-        "served_by": dict(sorted(served.items(), key=lambda kv: (-kv[1], kv[0]))),
-        "p50_s": percentile(latencies, 50),
-        "p95_s": percentile(latencies, 95),
-        "miss_p50_s": percentile(miss_latencies, 50),
-        "miss_p95_s": percentile(miss_latencies, 95),
-        "tokens": sum(tokens),
-    }
+class _Tally:
+    """One group's counts, gathered in one pass over its entries: `ask stats` reads every line of the log."""
+
+    __slots__ = ("calls", "demoted", "errors", "hits", "lanes", "latencies", "miss_latencies", "served", "tokens")
+
+    def __init__(self, entries: Iterable[dict[str, Any]] = ()) -> None:
+        """Count `entries`: one loop on local names, ~1 µs an entry (attribute updates per entry cost twice that)."""
+        calls = hits = demoted = errors = tokens_total = 0
+        served: dict[Any, int] = {}
+        latencies: list[float] = []
+        miss_latencies: list[float] = []
+        lanes: dict[str, list[int]] = {}  # lane: [answers, tokens]
+        for e in entries:
+            get = e.get
+            calls += 1
+            hit = get("cache_hit") is True
+            if hit:
+                hits += 1
+            if get("demoted") is True:
+                demoted += 1
+            said = get("served_by")
+            name = "unknown" if said is None else said or "-"  # None: the proxy did not say; "": nothing answered
+            served[name] = served.get(name, 0) + 1
+            latency = get("latency_s")
+            if latency.__class__ is float or (isinstance(latency, int) and not isinstance(latency, bool)):
+                latencies.append(latency)
+                if not hit:
+                    miss_latencies.append(latency)
+            tokens = get("tokens")
+            if tokens.__class__ is not int and (not isinstance(tokens, int) or isinstance(tokens, bool)):
+                tokens = 0
+            tokens_total += tokens
+            if get("exit_code", 0) != 0:
+                errors += 1
+                continue  # a failed call made no answer in any lane
+            # Lines written before lanes existed were local; a cache hit cost nothing wherever it was made.
+            lane = "cache" if hit else str(get("lane") or LOCAL)
+            row = lanes.get(lane)
+            if row is None:
+                row = lanes[lane] = [0, 0]
+            row[0] += 1
+            row[1] += tokens
+        self.calls, self.hits, self.demoted, self.errors, self.tokens = calls, hits, demoted, errors, tokens_total
+        self.served, self.latencies, self.miss_latencies, self.lanes = served, latencies, miss_latencies, lanes
+
+    def merge(self, other: _Tally) -> None:
+        for name in ("calls", "hits", "demoted", "errors", "tokens"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        for name, n in other.served.items():
+            self.served[name] = self.served.get(name, 0) + n
+        for lane, (answers, tokens) in other.lanes.items():
+            row = self.lanes.setdefault(lane, [0, 0])
+            row[0] += answers
+            row[1] += tokens
+        self.latencies += other.latencies
+        self.miss_latencies += other.miss_latencies
+
+    def summary(self) -> dict[str, Any]:
+        calls = self.calls
+        self.latencies.sort()  # once: `percentile` sorts again, which costs nothing on a sorted list
+        self.miss_latencies.sort()
+        return {
+            "calls": calls,
+            "cache_hits": self.hits,
+            "cache_hit_rate": self.hits / calls if calls else 0.0,
+            "demoted": self.demoted,
+            "demotion_rate": self.demoted / calls if calls else 0.0,
+            "errors": self.errors,
+            "error_rate": self.errors / calls if calls else 0.0,
+            "served_by": dict(sorted(self.served.items(), key=lambda kv: (-kv[1], kv[0]))),
+            "p50_s": percentile(self.latencies, 50),
+            "p95_s": percentile(self.latencies, 95),
+            "miss_p50_s": percentile(self.miss_latencies, 50),
+            "miss_p95_s": percentile(self.miss_latencies, 95),
+            "tokens": self.tokens,
+        }
+
+    def lane_usage(self) -> dict[str, dict[str, int]]:
+        """Answers made per lane (local, free-cloud, premium) with their tokens; cache hits apart."""
+        usage = {lane: {"calls": 0, "tokens": 0} for lane in (*LANES, "cache")}
+        for lane, (answers, tokens) in self.lanes.items():
+            usage[lane] = {"calls": answers, "tokens": tokens}
+        return usage
 
 
 def stats(entries: Iterable[dict[str, Any]]) -> dict[str, Any]:
     """Per requested model and in total: calls, served_by counts, cache hit / demotion / error (exit_code != 0)
     counts and rates over all calls, tokens, and nearest-rank p50/p95 latency over all calls (`p50_s`) and over
-    cache misses only (`miss_p50_s`: what inference costs, errors included). Models ordered by calls."""
-    by_model: dict[str, list[dict[str, Any]]] = {}
+    cache misses only (`miss_p50_s`: what inference costs, errors included); answers per lane. Models ordered by
+    calls."""
+    groups: dict[str, list[dict[str, Any]]] = {}
     everything: list[dict[str, Any]] = []
+    first = last = None
     for e in entries:
-        by_model.setdefault(str(e.get("model") or "?"), []).append(e)
         everything.append(e)
-    stamps = [e["ts"] for e in everything if isinstance(e.get("ts"), int | float)]
+        name = str(e.get("model") or "?")
+        group = groups.get(name)
+        if group is None:
+            group = groups[name] = []
+        group.append(e)
+        ts = e.get("ts")
+        if isinstance(ts, int | float):
+            if first is None or ts < first:
+                first = ts
+            if last is None or ts > last:
+                last = ts
+    by_model = {name: _Tally(group) for name, group in groups.items()}
+    models = {m: t.summary() for m, t in sorted(by_model.items(), key=lambda kv: (-kv[1].calls, kv[0]))}
+    total = _Tally()
+    for tally in by_model.values():  # their latencies sorted by now: sorting the total then merges sorted runs
+        total.merge(tally)
+    lanes = total.lane_usage()
+    if len(lanes) > len(LANES) + 2:  # two lanes beyond ours (a yaml's own): in the order first seen, as before
+        lanes = _Tally(everything).lane_usage()
     return {
-        "models": {m: _summarize(g) for m, g in sorted(by_model.items(), key=lambda kv: (-len(kv[1]), kv[0]))},
-        "total": _summarize(everything),
-        "lanes": lane_usage(everything),
-        "first_ts": min(stamps) if stamps else None,
-        "last_ts": max(stamps) if stamps else None,
+        "models": models,
+        "total": total.summary(),
+        "lanes": lanes,
+        "first_ts": first,
+        "last_ts": last,
     }
-
-
-def lane_usage(entries: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
-    """Answers made per lane (local, free-cloud, premium) with their tokens; cache hits apart: they cost nothing.
-    Lines written before lanes existed were local. Failed calls count nowhere."""
-    usage = {lane: {"calls": 0, "tokens": 0} for lane in (*LANES, "cache")}
-    for e in entries:
-        if e.get("exit_code", 0) != 0:
-            continue
-        lane = "cache" if e.get("cache_hit") is True else str(e.get("lane") or LOCAL)
-        row = usage.setdefault(lane, {"calls": 0, "tokens": 0})
-        row["calls"] += 1
-        tokens = e.get("tokens")
-        row["tokens"] += tokens if isinstance(tokens, int) and not isinstance(tokens, bool) else 0
-    return usage
 
 
 def _pct(rate: float) -> str:

@@ -7,9 +7,12 @@ this package and never each other; the tier model is `contract.tiers`, the files
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from collections import namedtuple
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing: `ask` reads this module on every call
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from typing import Any
 
 DEFAULT_TIER = "fast-9b"
 COUNCIL = "council"  # the council's tier name: never cached by the proxy or by `ask`
@@ -73,15 +76,16 @@ def parse_pairs(value: str | None) -> list[tuple[str, str]]:
     return pairs
 
 
-@dataclass(frozen=True)
-class Provenance:
-    """Which tier answered a request, as the headers say it. `served` None: the proxy did not say."""
+class Provenance(
+    namedtuple(
+        "Provenance", ["requested", "served", "lane", "council_degraded", "council_failed"], defaults=(None, (), 0)
+    )
+):
+    """Which tier answered a request, as the headers say it: the tier `requested`; the one `served` (None: the
+    proxy did not say); its `lane`; for the council, the (asked, served) pairs of its demoted parts and how many
+    members failed. A namedtuple, not a dataclass: every `ask` call reads it (see ask_cli/query.py)."""
 
-    requested: str
-    served: str | None
-    lane: str | None = None
-    council_degraded: list[tuple[str, str]] = field(default_factory=list)
-    council_failed: int = 0
+    __slots__ = ()
 
     @property
     def demoted(self) -> bool:

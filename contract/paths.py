@@ -6,7 +6,6 @@ Stdlib only: `ask` imports this on every call, including the cache-hit path.
 from __future__ import annotations
 
 import os
-import secrets
 from pathlib import Path
 
 KEY_ENV = "LITELLM_MASTER_KEY"
@@ -61,7 +60,7 @@ def master_key(create: bool = True) -> str | None:
         pass
     if not create:
         return None
-    return _write_key_file("sk-" + secrets.token_hex(32))
+    return _write_key_file(new_key())
 
 
 def ensure_key_file() -> str:
@@ -71,8 +70,15 @@ def ensure_key_file() -> str:
     if path.exists() and path.read_text(encoding="utf-8").strip():
         return f"the key file {path}"
     env = os.environ.get(KEY_ENV, "").strip()
-    _write_key_file(env or "sk-" + secrets.token_hex(32))
+    _write_key_file(env or new_key())
     return f"the key file {path}, " + ("holding $LITELLM_MASTER_KEY" if env else "with a new key")
+
+
+def new_key() -> str:
+    """A fresh master key; `secrets` imported here, since every `ask` call reads this module but few make one."""
+    import secrets
+
+    return "sk-" + secrets.token_hex(32)
 
 
 def _write_key_file(key: str) -> str:

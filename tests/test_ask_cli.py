@@ -181,6 +181,34 @@ def test_the_cache_hit_path_imports_nothing_heavy(proxy: Proxy, healthy: FakeOll
     assert len(healthy.chat_requests()) == 1
 
 
+def test_a_miss_is_answered_without_the_cli_framework(proxy: Proxy, healthy: FakeOllama) -> None:
+    import os
+
+    env = dict(os.environ, LITELLM_MASTER_KEY=KEY, ASK_PROXY_URL=proxy.url)
+    miss = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "ask_cli", "--3b", "a question never asked before"],
+        capture_output=True,
+        env=env,
+        cwd=ROOT,
+        timeout=60,
+        input=b"",
+    )
+    assert miss.stdout.decode().startswith(f"Hello from {THREE_B}")
+    imported = {line.split("|")[-1].strip() for line in miss.stderr.decode().splitlines() if "|" in line}
+    assert not {"typer", "click", "pydantic", "rich", "http.client", "urllib.request", "dataclasses"} & imported
+
+
+def test_the_question_is_read_as_typer_reads_it(proxy: Proxy, healthy: FakeOllama) -> None:
+    assert ask("--model=fast-3b", "equals form", proxy=proxy).stdout.decode().startswith(f"Hello from {THREE_B}")
+    assert ask("twice", "--3b", "--3b", proxy=proxy).stdout.decode().startswith(f"Hello from {THREE_B}")
+    literal = ask("--no-cache", "--", "--json", proxy=proxy)
+    assert literal.stdout.decode().startswith("Hello from")  # after `--`, a flag's name is the question
+    assert healthy.chat_requests()[-1].body["messages"][-1]["content"] == "--json"
+    bad = ask("--temperature", "warm", "x", proxy=proxy)
+    assert bad.returncode == 2 and "Invalid value" in bad.stderr.decode() and bad.stdout == b""
+    assert ask("-mfast-3b", "short form", proxy=proxy).stdout.decode().startswith(f"Hello from {THREE_B}")
+
+
 def test_demoted_answers_are_not_cached(proxy: Proxy, healthy: FakeOllama) -> None:
     healthy.set_fault(NINE_B, "http_500")
     assert ask("same cron question", proxy=proxy).stderr.decode() == "[degraded: fast-9b → fast-3b]\n"
