@@ -203,7 +203,7 @@ def stats(
     except ValueError as exc:
         raise fail(str(exc), 2) from None
     try:
-        summary = telemetry.stats(telemetry.read(since_s))
+        summary = telemetry.summary(since_s)
     except OSError as exc:
         raise fail(f"cannot read {telemetry.log_path()}: {exc.strerror or exc}") from None
     typer.echo(json.dumps(summary, indent=2) if as_json else telemetry.format_table(summary))

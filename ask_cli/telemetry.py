@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import marshal
 import os
 import stat
 import time
@@ -20,7 +21,7 @@ from contract import FREE_CLOUD, LOCAL, PREMIUM, paths
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing on the hit path
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Iterator
+    from collections.abc import Callable, Iterable, Iterator
     from typing import Any
 
 LANES = (LOCAL, FREE_CLOUD, PREMIUM)  # X-Served-Lane: where the answer was made (and what it cost)
@@ -29,6 +30,7 @@ NAME_MAX = 100  # chars for model names: keeps every line far below PIPE_BUF, so
 SINCE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 SINCE_HELP = "--since takes a number and a unit: 30m, 24h, 7d"
 READ_BLOCK = 5000  # lines per json.loads when reading the log (see `_parsed`)
+READ_BYTES = 4 << 20  # bytes per read of the log (see `_lines`)
 
 last_error: str | None = None  # why the last append failed, one line for the CLI's warning
 
@@ -167,9 +169,16 @@ class LogReader:
     """Iterates the log's entries, oldest first; `corrupt` counts the lines skipped (not a JSON object with a
     numeric `ts`) once iteration is done."""
 
-    def __init__(self, since_s: float | None = None, path: Path | None = None, now: float | None = None) -> None:
+    def __init__(
+        self,
+        since_s: float | None = None,
+        path: Path | None = None,
+        now: float | None = None,
+        span: tuple[int, int | None] = (0, None),
+    ) -> None:
         self.path = log_path() if path is None else Path(path)
         self.cutoff = None if since_s is None else (time.time() if now is None else now) - since_s
+        self.span = span  # the bytes [start, end) of the file to read, line-aligned; end None: to its end
         self.corrupt = 0
         self._entries = self._read()
 
@@ -185,13 +194,32 @@ class LogReader:
         except FileNotFoundError:
             return
         with fh:
-            while block := [raw for raw in itertools.islice(fh, READ_BLOCK) if raw.strip()]:
+            start, end = self.span
+            fh.seek(start)
+            lines = _lines(fh, None if end is None else end - start)
+            while block := [raw for raw in itertools.islice(lines, READ_BLOCK) if raw.strip()]:
                 for item in _parsed(block):
                     ts = item.get("ts") if isinstance(item, dict) else None
                     if not isinstance(ts, int | float) or isinstance(ts, bool):
                         self.corrupt += 1  # includes a line that is not JSON (`_parsed` gave None)
                     elif self.cutoff is None or ts >= self.cutoff:
                         yield item
+
+
+def _lines(fh: Any, limit: int | None) -> Iterator[bytes]:
+    """The lines of the next `limit` bytes (None: to the end), read a few MB at a time: splitting a big read is
+    about twice as fast as iterating the file line by line."""
+    carry = b""
+    while limit is None or limit > 0:
+        data = fh.read(READ_BYTES if limit is None else min(READ_BYTES, limit))
+        if not data:
+            break
+        if limit is not None:
+            limit -= len(data)
+        *whole, carry = (carry + data).split(b"\n")
+        yield from whole
+    if carry:
+        yield carry
 
 
 def _parsed(lines: list[bytes]) -> list[Any]:
@@ -286,6 +314,17 @@ class _Tally:
         self.calls, self.hits, self.demoted, self.errors, self.tokens = calls, hits, demoted, errors, tokens_total
         self.served, self.latencies, self.miss_latencies, self.lanes = served, latencies, miss_latencies, lanes
 
+    def state(self) -> tuple[Any, ...]:
+        """Its counts in types `marshal` carries (another process's half of the log)."""
+        return tuple(getattr(self, name) for name in self.__slots__)
+
+    @classmethod
+    def of_state(cls, state: tuple[Any, ...]) -> _Tally:
+        tally = cls()
+        for name, value in zip(cls.__slots__, state, strict=True):
+            setattr(tally, name, value)
+        return tally
+
     def merge(self, other: _Tally) -> None:
         for name in ("calls", "hits", "demoted", "errors", "tokens"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
@@ -331,11 +370,16 @@ def stats(entries: Iterable[dict[str, Any]]) -> dict[str, Any]:
     counts and rates over all calls, tokens, and nearest-rank p50/p95 latency over all calls (`p50_s`) and over
     cache misses only (`miss_p50_s`: what inference costs, errors included); answers per lane. Models ordered by
     calls."""
+    everything = list(entries)
+    by_model, first, last = _partial(everything)
+    return _finish(by_model, first, last, lambda: _Tally(everything).lane_usage())
+
+
+def _partial(entries: list[dict[str, Any]]) -> tuple[dict[str, _Tally], float | None, float | None]:
+    """Each requested model's tally, and the first and last `ts`: what two halves of a log can be merged from."""
     groups: dict[str, list[dict[str, Any]]] = {}
-    everything: list[dict[str, Any]] = []
     first = last = None
     for e in entries:
-        everything.append(e)
         name = str(e.get("model") or "?")
         group = groups.get(name)
         if group is None:
@@ -347,14 +391,22 @@ def stats(entries: Iterable[dict[str, Any]]) -> dict[str, Any]:
                 first = ts
             if last is None or ts > last:
                 last = ts
-    by_model = {name: _Tally(group) for name, group in groups.items()}
+    return {name: _Tally(group) for name, group in groups.items()}, first, last
+
+
+def _finish(
+    by_model: dict[str, _Tally],
+    first: float | None,
+    last: float | None,
+    lanes_in_order: Callable[[], dict[str, dict[str, int]]],
+) -> dict[str, Any]:
     models = {m: t.summary() for m, t in sorted(by_model.items(), key=lambda kv: (-kv[1].calls, kv[0]))}
     total = _Tally()
     for tally in by_model.values():  # their latencies sorted by now: sorting the total then merges sorted runs
         total.merge(tally)
     lanes = total.lane_usage()
     if len(lanes) > len(LANES) + 2:  # two lanes beyond ours (a yaml's own): in the order first seen, as before
-        lanes = _Tally(everything).lane_usage()
+        lanes = lanes_in_order()
     return {
         "models": models,
         "total": total.summary(),
@@ -362,6 +414,64 @@ def stats(entries: Iterable[dict[str, Any]]) -> dict[str, Any]:
         "first_ts": first,
         "last_ts": last,
     }
+
+
+PARALLEL_BYTES = 4 << 20  # a log at least this big is read by two processes at once (`summary`)
+
+
+def summary(since_s: float | None = None, path: Path | None = None, now: float | None = None) -> dict[str, Any]:
+    """`stats` of the log. A big one is split at a line and its second half read by a forked child meanwhile:
+    parsing the JSON is most of `ask stats`' time (bench/cli.py), and the machine has another core. Whatever goes
+    wrong in the child, the parent reads that half itself."""
+    target = log_path() if path is None else Path(path)
+    try:
+        size = target.stat().st_size
+    except FileNotFoundError:
+        size = 0
+    if size < PARALLEL_BYTES or (os.cpu_count() or 1) < 2 or not hasattr(os, "fork"):
+        return stats(read(since_s, target, now))
+    with target.open("rb") as fh:
+        fh.seek(size // 2)
+        fh.readline()
+        middle = fh.tell()
+    now = time.time() if now is None else now  # both halves cut `--since` at the same instant
+    reader, writer = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: the second half's tallies, marshalled into the pipe, then gone
+        code = 1
+        try:
+            os.close(reader)
+            by_model, first, last = _partial(list(LogReader(since_s, target, now, (middle, size))))
+            with os.fdopen(writer, "wb") as out:
+                out.write(marshal.dumps(({m: t.state() for m, t in by_model.items()}, first, last)))
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(writer)
+    try:
+        mine, first, last = _partial(list(LogReader(since_s, target, now, (0, middle))))
+        with os.fdopen(reader, "rb") as inp:
+            sent = inp.read()
+    finally:
+        _, status = os.waitpid(pid, 0)
+    if status == 0 and sent:
+        states, their_first, their_last = marshal.loads(sent)  # noqa: S302 - our own child, through our own pipe
+        theirs = {m: _Tally.of_state(state) for m, state in states.items()}
+    else:
+        theirs, their_first, their_last = _partial(list(LogReader(since_s, target, now, (middle, size))))
+    for name, tally in theirs.items():
+        if name in mine:
+            mine[name].merge(tally)
+        else:
+            mine[name] = tally
+    firsts = [t for t in (first, their_first) if t is not None]
+    lasts = [t for t in (last, their_last) if t is not None]
+    return _finish(
+        mine,
+        min(firsts, default=None),
+        max(lasts, default=None),
+        lambda: _Tally(read(since_s, target, now)).lane_usage(),
+    )
 
 
 def _pct(rate: float) -> str:

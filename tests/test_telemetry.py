@@ -248,6 +248,30 @@ def test_stats_against_a_hand_made_log() -> None:
     assert (s["first_ts"], s["last_ts"]) == (1000.0, 1000.0)
 
 
+def test_a_big_log_read_by_two_processes_gives_the_same_figures(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`ask stats` splits a big log between two processes: same summary as one reader, corrupt lines and
+    `--since` included, a model seen only in the second half counted, and the same when the child fails."""
+    entries = hand_made_log()
+    telemetry.log_path().parent.mkdir(parents=True)
+    with telemetry.log_path().open("ab") as fh:
+        for i in range(600):
+            entry = {**entries[i % len(entries)], "ts": 1000.0 + i, "latency_s": 0.5 + (i * 7 % 13)}
+            if i > 400:
+                entry["model"] = "late-tier"  # only in the second half
+            fh.write(json.dumps(entry).encode() + b"\n")
+            if i % 97 == 0:
+                fh.write(b'{"ts": 1, "torn"\n')
+    one_reader = {since: stats(read(since_s=since, now=1700.0)) for since in (None, 300.0)}
+    monkeypatch.setattr(telemetry, "PARALLEL_BYTES", 1024)
+    for since, expected in one_reader.items():
+        assert telemetry.summary(since_s=since, now=1700.0) == expected
+    assert one_reader[None]["models"]["late-tier"]["calls"] == 199
+
+    real_fork = telemetry.os.fork
+    monkeypatch.setattr(telemetry.os, "fork", lambda: real_fork() or telemetry.os._exit(1))  # a child that dies
+    assert telemetry.summary(now=1700.0) == one_reader[None]
+
+
 def test_stats_of_nothing() -> None:
     s = stats([])
     assert s["models"] == {} and s["total"]["calls"] == 0 and s["total"]["p50_s"] is None
