@@ -92,6 +92,7 @@ class Stack:
         env.setdefault("LITELLM_LOG", "ERROR")  # no per-request access log: ~0.4 ms each (bench/README.md)
         env.setdefault("LITELLM_DONT_SHOW_FEEDBACK_BOX", "true")  # LiteLLM's own switch for its start-up box
         env.setdefault("PYTHONUNBUFFERED", "1")
+        env.setdefault("PYTHONFAULTHANDLER", "1")  # a hard crash of a child leaves its Python stack in its log
         return env
 
     def _mark(self, phase: str) -> None:

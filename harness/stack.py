@@ -173,6 +173,7 @@ def stack_env(tmp: Path, **backends: str) -> dict[str, str]:
         XDG_CONFIG_HOME=str(tmp / "config"),
         DEMOTION_LOG=str(tmp / "demotions.jsonl"),
         PYTHONUNBUFFERED="1",
+        PYTHONFAULTHANDLER="1",  # a crash of the proxy (a segfault inside CPython was seen once) leaves its stack
     )
     env.update(backends)
     return env
