@@ -18,9 +18,10 @@ import typer
 from typer.core import TyperCommand, TyperGroup
 from typer.main import get_install_completion_arguments
 
-from ask_cli import __version__, assistants
+from ask_cli import __version__, assistants, telemetry
 from ask_cli import query as q
 from ask_cli.entry import COMMANDS
+from ask_cli.options import Option
 from contract import DEFAULT_TIER, paths
 
 if TYPE_CHECKING:
@@ -88,45 +89,53 @@ def fail(message: str, code: int = 1) -> typer.Exit:
     return typer.Exit(code)
 
 
-def with_question_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Give the question one Typer option per row of `query.TIER_FLAGS` and of `query.QUESTION_OPTIONS` (the
-    tables the fast path in ask_cli/entry.py parses), after its first parameter; `func` receives the tier flags
-    given as `tier_flags` and the others by their `dest` in `options`. A new option is then one row."""
-    tiers = {f"tier{row.flag.replace('-', '_')}": row for row in q.TIER_FLAGS}
-    options = {row.dest: row for row in q.QUESTION_OPTIONS}
-    made = [
-        inspect.Parameter(
-            name,
-            inspect.Parameter.KEYWORD_ONLY,
-            default=False,
-            annotation=Annotated[bool, typer.Option(row.flag, help=row.help)],
-        )
-        for name, row in tiers.items()
-    ] + [
-        inspect.Parameter(
-            dest,
-            inspect.Parameter.KEYWORD_ONLY,
-            default=False if row.kind is bool else None,
-            annotation=Annotated[
-                row.kind if row.kind is bool else row.kind | None, typer.Option(*row.names, help=row.help)
-            ],
-        )
-        for dest, row in options.items()
-    ]
-    own = [
-        p.replace(kind=inspect.Parameter.KEYWORD_ONLY)  # Typer passes everything by name
-        for p in inspect.signature(func, eval_str=True).parameters.values()
-        if p.name not in ("tier_flags", "options")
-    ]
+def with_options(
+    rows: tuple[Option, ...], tier_flags: tuple[q.TierFlag, ...] = ()
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Give the command one Typer option per row of `rows` (ask_cli/options.py: the rows the fast path in
+    ask_cli/entry.py parses) and of `tier_flags`, after its first parameter; it receives the others by their
+    `dest` in `options` and the tier flags given as `tier_flags`. A new option is then one row."""
 
-    @functools.wraps(func)
-    def wrapper(**kwargs: Any) -> Any:
-        given = [row.flag for name, row in tiers.items() if kwargs.pop(name)]
-        chosen = {dest: kwargs.pop(dest) for dest in options}
-        return func(**kwargs, tier_flags=given, options=chosen)
+    def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
+        tiers = {f"tier{row.flag.replace('-', '_')}": row for row in tier_flags}
+        options = {row.dest: row for row in rows}
+        made = [
+            inspect.Parameter(
+                name,
+                inspect.Parameter.KEYWORD_ONLY,
+                default=False,
+                annotation=Annotated[bool, typer.Option(row.flag, help=row.help)],
+            )
+            for name, row in tiers.items()
+        ] + [
+            inspect.Parameter(
+                dest,
+                inspect.Parameter.KEYWORD_ONLY,
+                default=False if row.kind is bool else None,
+                annotation=Annotated[
+                    row.kind if row.kind is bool else row.kind | None, typer.Option(*row.names, help=row.help)
+                ],
+            )
+            for dest, row in options.items()
+        ]
+        own = [
+            p.replace(kind=inspect.Parameter.KEYWORD_ONLY)  # Typer passes everything by name
+            for p in inspect.signature(func, eval_str=True).parameters.values()
+            if p.name not in ("tier_flags", "options")
+        ]
 
-    wrapper.__signature__ = inspect.Signature([*own[:1], *made, *own[1:]])  # type: ignore[attr-defined]
-    return wrapper
+        @functools.wraps(func)
+        def wrapper(**kwargs: Any) -> Any:
+            chosen = {dest: kwargs.pop(dest) for dest in options}
+            if not tiers:
+                return func(**kwargs, options=chosen)
+            given = [row.flag for name, row in tiers.items() if kwargs.pop(name)]
+            return func(**kwargs, tier_flags=given, options=chosen)
+
+        wrapper.__signature__ = inspect.Signature([*own[:1], *made, *own[1:]])  # type: ignore[attr-defined]
+        return wrapper
+
+    return decorate
 
 
 @command("serve")
@@ -186,27 +195,13 @@ def serve(
 
 
 @command("stats")
-def stats(
-    since: Annotated[str | None, typer.Option(help="Only calls this recent. Example: --since 7d")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="The figures as one JSON object.")] = False,
-) -> None:
+@with_options(telemetry.STATS_OPTIONS)
+def stats(*, options: dict[str, Any]) -> None:
     """Is the local tier paying off? Calls, served_by, cache hits, demotions, errors, latency per model.
 
     Example: ask stats --since 7d
     """
-    import json
-
-    from ask_cli import telemetry
-
-    try:
-        since_s = telemetry.parse_since(since) if since else None
-    except ValueError as exc:
-        raise fail(str(exc), 2) from None
-    try:
-        summary = telemetry.summary(since_s)
-    except OSError as exc:
-        raise fail(f"cannot read {telemetry.log_path()}: {exc.strerror or exc}") from None
-    typer.echo(json.dumps(summary, indent=2) if as_json else telemetry.format_table(summary))
+    raise typer.Exit(telemetry.show(**options))
 
 
 @command("models")
@@ -393,7 +388,7 @@ def service_logs(
 
 
 @app.command(QUESTION, cls=QuestionCommand, hidden=True, epilog=commands_epilog())
-@with_question_options
+@with_options(q.QUESTION_OPTIONS, q.TIER_FLAGS)
 def question(
     prompt: Annotated[str | None, typer.Argument(help='The question; stdin is appended. Example: ask "hi"')] = None,
     version: Annotated[

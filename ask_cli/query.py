@@ -13,6 +13,7 @@ import sys
 import time
 from collections import namedtuple
 
+from ask_cli.options import Option
 from contract import COUNCIL, DEFAULT_TIER, SERVED_BY, no_cache, paths
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~3 ms) on every call
@@ -46,22 +47,15 @@ TIER_FLAGS: tuple[TierFlag, ...] = (
 )
 
 
-class QuestionOption(namedtuple("QuestionOption", ["names", "dest", "kind", "help"])):
-    """One of the question's other options, declared once: ask_cli/cli.py makes it a Typer parameter (and so
-    `ask --help`'s line), ask_cli/entry.py parses it on the fast path. `names` the option's spellings, `dest`
-    `ask()`'s keyword, `kind` bool (a flag) or str, int, float (takes a value, converted as click converts it)."""
-
-    __slots__ = ()
-
-
-QUESTION_OPTIONS: tuple[QuestionOption, ...] = (
-    QuestionOption(("-m", "--model"), "model", str, "Any tier. Example: -m coder-30b"),
-    QuestionOption(("-s", "--system"), "system", str, "System prompt. Example: -s 'Be terse.'"),
-    QuestionOption(("--temperature",), "temperature", float, "Sampling temperature. Example: --temperature 0"),
-    QuestionOption(("--max-tokens",), "max_tokens", int, "Answer length cap. Example: --max-tokens 200"),
-    QuestionOption(("--json",), "as_json", bool, "One JSON object: answer, served_by, demoted, ..."),
-    QuestionOption(("--no-cache",), "no_cache", bool, "A fresh answer: no cache read or written."),
-    QuestionOption(("--no-fallback",), "no_fallback", bool, "Fail rather than demote. For cron."),
+# The question's other options (ask_cli/options.py): `dest` is `ask()`'s keyword.
+QUESTION_OPTIONS: tuple[Option, ...] = (
+    Option(("-m", "--model"), "model", str, "Any tier. Example: -m coder-30b"),
+    Option(("-s", "--system"), "system", str, "System prompt. Example: -s 'Be terse.'"),
+    Option(("--temperature",), "temperature", float, "Sampling temperature. Example: --temperature 0"),
+    Option(("--max-tokens",), "max_tokens", int, "Answer length cap. Example: --max-tokens 200"),
+    Option(("--json",), "as_json", bool, "One JSON object: answer, served_by, demoted, ..."),
+    Option(("--no-cache",), "no_cache", bool, "A fresh answer: no cache read or written."),
+    Option(("--no-fallback",), "no_fallback", bool, "Fail rather than demote. For cron."),
 )
 SERVED_UNKNOWN = f"the proxy did not say which tier served (no {SERVED_BY})"
 

@@ -289,6 +289,14 @@ def test_stats_answers_the_seed_questions(proxy: Proxy, healthy: FakeOllama) -> 
     assert "fast-3b" in table and "fast-9b" in table
     bad = ask("stats", "--since", "soon", proxy=proxy)
     assert bad.returncode == 2 and "--since takes a number and a unit" in bad.stderr.decode()
+    # `ask stats` runs before Typer loads; the full CLI gives the same figures and the same errors
+    full = [sys.executable, "-c", "from ask_cli.cli import main; main()"]
+    for args in (["--json"], ["--since", "1h"], ["--since=soon"]):
+        fast = ask("stats", *args, proxy=proxy)
+        typer = subprocess.run([*full, "stats", *args], capture_output=True, cwd=ROOT, timeout=60)
+        assert (fast.returncode, fast.stdout, fast.stderr) == (typer.returncode, typer.stdout, typer.stderr), args
+    unknown = ask("stats", "--sincе", "1h", proxy=proxy)  # a Cyrillic е: not an option, Typer says so
+    assert unknown.returncode == 2 and "No such option" in unknown.stderr.decode()
 
 
 def test_entry_knows_every_command() -> None:
