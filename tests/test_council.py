@@ -72,8 +72,11 @@ def test_members_overlap_at_their_temperature_and_the_chairman_sees_no_names(pro
     members, chairmen = split(council.chat_requests(NINE_B))
     assert len(members) == 2 and len(chairmen) == 1
     a, b = members
-    assert max(a.ts_start, b.ts_start) < min(a.ts_end or 0, b.ts_end or 0), "the members did not run concurrently"
-    assert elapsed < 2 * 1.0 + 1.0 + 0.9, f"members + chairman took {elapsed:.2f} s: not concurrent"
+    # Sent at once; Ollama gives qwen3.5 one slot, so the second member waits for the first (bench/council.py)
+    assert max(a.ts_start, b.ts_start) < min(a.ts_end or 0, b.ts_end or 0), "the members were not sent at once"
+    slot_waits = [e for e in council.events() if e["event"] == "queued" and e.get("waiting_for") == "slot"]
+    assert [e["model"] for e in slot_waits] == [NINE_B], slot_waits
+    assert elapsed >= 3 * 1.0  # two members one after the other, then the chairman: nothing is served twice at once
     assert [(m.body or {})["options"]["temperature"] for m in members] == [0.7, 0.7]
     assert all(m.body["messages"][-1]["content"] == "is the sky blue?" for m in members)  # type: ignore[index]
 

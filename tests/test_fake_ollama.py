@@ -5,16 +5,19 @@ Why: every proxy test downstream trusts this fake to fail the way Ollama fails; 
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import itertools
 import json
+import select
 import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 
@@ -24,6 +27,7 @@ from harness.fake_ollama import (
     DEFAULT_MODELS,
     THINKING_TEXT,
     FakeOllama,
+    FakeOllamaControl,
     parse_keep_alive,
     reply_text,
 )
@@ -208,8 +212,8 @@ def test_empty_messages_load_and_keep_alive_zero_unloads(fake: FakeOllama) -> No
     assert status == 200 and json.loads(data)["done_reason"] == "load"
     assert ps_expiry(fake, "gemma3:1b") is not None
     _, _, data = chat(fake, model="gemma3:1b", messages=[], keep_alive=0)
-    assert json.loads(data)["done_reason"] == "unload"
-    assert ps_expiry(fake, "gemma3:1b") is None
+    assert json.loads(data)["done_reason"] == "unload"  # answered at once; the runner exits right after
+    assert unloaded_soon(fake, "gemma3:1b")
 
 
 # -- keep_alive and /api/ps -------------------------------------------------------------------------------
@@ -422,16 +426,21 @@ def test_fault_slow_delays_the_first_chunk_and_spaces_the_rest(fake: FakeOllama)
     assert gaps and min(gaps) >= 0.04
 
 
-def test_slow_requests_run_concurrently(fake: FakeOllama) -> None:
-    fake.set_fault("llama3.2:3b", "slow", delay_s=0.4)
-    results: list[int] = []
-    threads = [threading.Thread(target=lambda: results.append(chat(fake, model="llama3.2:3b")[0])) for _ in range(4)]
-    t0 = time.monotonic()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(5)
-    assert results == [200] * 4 and time.monotonic() - t0 < 1.2
+def test_without_scheduling_slow_requests_run_concurrently() -> None:
+    """scheduling=False is the ideal server (no slots, no queue): benchmarks of the proxy's own overhead use it
+    so that Ollama's one-request-at-a-time does not hide what the proxy costs."""
+    with FakeOllama(["llama3.2:3b"], scheduling=False) as fake:
+        fake.set_fault("llama3.2:3b", "slow", delay_s=0.4)
+        results: list[int] = []
+        threads = [
+            threading.Thread(target=lambda: results.append(chat(fake, model="llama3.2:3b")[0])) for _ in range(4)
+        ]
+        t0 = time.monotonic()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(5)
+        assert results == [200] * 4 and time.monotonic() - t0 < 1.2
 
 
 # -- the control plane and the record ---------------------------------------------------------------------
@@ -515,3 +524,430 @@ def test_cli_serves_in_the_foreground_until_sigterm() -> None:
         proc.kill()
         proc.wait()
         proc.stdout.close()
+
+
+# -- scheduling like Ollama (server/sched.go) -------------------------------------------------------------
+#
+# A small Ollama API client, as a user's script would drive a real Ollama, and a poll with a deadline.
+
+CONFIG = Path(__file__).resolve().parent.parent / "litellm-config.yaml"
+NINE_B, THREE_B, ONE_B, CODER = "qwen3.5:9b", "llama3.2:3b", "gemma3:1b", "qwen3-coder:30b"
+
+
+class Ollama:
+    """The parts of Ollama's HTTP API these tests use, over http.client; answers are (status, JSON)."""
+
+    def __init__(self, fake: FakeOllama) -> None:
+        self.fake = fake
+
+    def post(self, path: str, body: dict, timeout: float = 30.0) -> tuple[int, dict]:
+        status, _, data = call(self.fake, "POST", path, body, timeout=timeout)
+        return status, json.loads(data)
+
+    def chat(self, model: str, content: str | None = "hi", **body: object) -> tuple[int, dict]:
+        """A whole (stream: false) /api/chat answer; content None sends no messages (load/unload)."""
+        messages = [] if content is None else [{"role": "user", "content": content}]
+        return self.post("/api/chat", {"model": model, "messages": messages, "stream": False, **body})
+
+    def ps(self) -> dict[str, dict]:
+        _, _, data = call(self.fake, "GET", "/api/ps")
+        return {row["name"]: row for row in json.loads(data)["models"]}
+
+    def expires_in(self, model: str) -> float | None:
+        row = self.ps().get(model)
+        return None if row is None else datetime.fromisoformat(row["expires_at"]).timestamp() - time.time()
+
+
+def eventually(check: Callable[[], object], within: float = 10.0, what: str = "the condition") -> object:
+    """Poll `check` until it returns something truthy; fail after `within` seconds."""
+    deadline = time.monotonic() + within
+    while not (result := check()):
+        assert time.monotonic() < deadline, f"{what} did not happen within {within} s"
+        time.sleep(0.01)
+    return result
+
+
+def kinds(fake: FakeOllama, event: str) -> list[dict]:
+    return [e for e in fake.events() if e["event"] == event]
+
+
+def background(fn: Callable[[], object]) -> Future:
+    pool = ThreadPoolExecutor(max_workers=1)
+    future = pool.submit(fn)
+    pool.shutdown(wait=False)
+    return future
+
+
+def raw_chat(fake: FakeOllama, model: str, **body: object) -> socket.socket:
+    """Send a chat request on a bare socket and return it unread: what arrives, and when, is the test."""
+    payload = json.dumps({"model": model, "messages": HI, **body}).encode()
+    sock = socket.create_connection(("127.0.0.1", fake.port), timeout=10)
+    head = f"POST /api/chat HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {len(payload)}"
+    sock.sendall(head.encode() + b"\r\n\r\n" + payload)
+    return sock
+
+
+@pytest.fixture
+def ollama() -> Iterator[Ollama]:
+    with FakeOllama() as server:
+        yield Ollama(server)
+
+
+def test_resident_sizes_at_8192_match_the_configs_resident_gb() -> None:
+    """/api/ps `size` is weights + KV cache + compute buffers at the runner's num_ctx, as the yaml budgets it."""
+    import yaml
+
+    config = yaml.safe_load(CONFIG.read_text())
+    budget = {
+        m["litellm_params"]["model"].removeprefix("ollama_chat/"): m["model_info"]["resident_gb"]
+        for m in config["model_list"]
+        if m["litellm_params"]["model"].startswith("ollama_chat/")
+    }
+    assert set(budget) == {NINE_B, THREE_B, ONE_B, CODER}
+    with FakeOllama(total_gb=64, system_gb=0, metal_gb=64) as fake:
+        client = Ollama(fake)
+        for tag, resident_gb in budget.items():
+            assert client.chat(tag, None, options={"num_ctx": 8192})[0] == 200
+            row = client.ps()[tag]
+            assert abs(row["size"] / 1e9 - resident_gb) <= 0.03 * resident_gb, (tag, row["size"])
+            assert row["size_vram"] == row["size"] and row["context_length"] == 8192
+            client.chat(tag, None, keep_alive=0)
+            eventually(lambda tag=tag: tag not in client.ps(), what=f"{tag} unloading")
+
+
+def test_first_model_loads_unchecked_and_what_overflows_is_swapped(ollama: Ollama) -> None:
+    """With nothing loaded Ollama loads without a memory check: the 19.5 GB coder on a Mac with 12 GB free loads,
+    runs partly on the CPU (Metal's 16 GB are full) and pushes 7.5 GB to swap."""
+    status, answer = ollama.chat(CODER, options={"num_ctx": 8192})
+    assert status == 200 and answer["message"]["content"].startswith("Hello from")
+    row = ollama.ps()[CODER]
+    assert row["size_vram"] == 16_000_000_000 < row["size"]  # metal_gb defaults to 2/3 of 24 GB
+    memory = ollama.fake.memory()
+    assert memory["free_gb"] == 0 and memory["swapped_gb"] == pytest.approx(7.5, abs=0.05)
+    assert memory["peak_swapped_gb"] == memory["swapped_gb"] and memory["loads"] == 1
+    assert kinds(ollama.fake, "load_start")[0]["checked"] is False
+
+
+def test_a_second_model_that_does_not_fit_evicts_the_first(ollama: Ollama) -> None:
+    """The 9B needs 6.9 GB (weights + KV) but 80 % of min(free RAM, free Metal) is 0: the idle coder goes first."""
+    ollama.chat(CODER, options={"num_ctx": 8192}, keep_alive="30s")
+    ollama.chat(NINE_B, options={"num_ctx": 8192}, keep_alive="15m")
+    assert list(ollama.ps()) == [NINE_B]
+    assert [(e["model"], e["reason"], e["for_model"]) for e in kinds(ollama.fake, "evict")] == [
+        (CODER, "memory", NINE_B)
+    ]
+    memory = ollama.fake.memory()
+    assert memory["evictions"] == 1 and memory["resident_gb"] == pytest.approx(7.2, abs=0.05)
+    assert memory["peak_resident_gb"] == pytest.approx(19.5, abs=0.05)
+    # The 9B, the 3B and the 1B fit side by side in the 12 GB (each within 80 % of what is left).
+    ollama.chat(THREE_B, options={"num_ctx": 8192})
+    ollama.chat(ONE_B, options={"num_ctx": 8192})
+    assert set(ollama.ps()) == {NINE_B, THREE_B, ONE_B} and ollama.fake.memory()["evictions"] == 1
+
+
+def test_eviction_takes_the_shortest_keep_alive_first_not_the_oldest(ollama: Ollama) -> None:
+    """findRunnerToUnload sorts by keep_alive: at max_loaded_models the 2m model goes, not the first loaded."""
+    ollama.fake.set_memory(max_loaded_models=2)
+    ollama.chat(THREE_B, keep_alive="10m")
+    ollama.chat(ONE_B, keep_alive="2m")
+    ollama.chat(NINE_B, keep_alive="15m")
+    assert set(ollama.ps()) == {THREE_B, NINE_B}
+    assert [(e["model"], e["reason"]) for e in kinds(ollama.fake, "evict")] == [(ONE_B, "max_loaded_models")]
+    # Forever (-1) sorts last: the 10m model goes before it even though it is shorter-lived than nothing.
+    ollama.chat(THREE_B, keep_alive=-1)
+    ollama.chat(ONE_B, keep_alive="1m")
+    assert set(ollama.ps()) == {THREE_B, ONE_B}
+    assert [e["model"] for e in kinds(ollama.fake, "evict")] == [ONE_B, NINE_B]
+
+
+def test_a_busy_model_is_not_evicted_until_it_drains_and_the_switch_waits(ollama: Ollama) -> None:
+    ollama.fake.set_memory(max_loaded_models=1)
+    ollama.chat(THREE_B)
+    ollama.fake.set_fault(THREE_B, "slow", delay_s=0.8)
+    busy = background(lambda: ollama.chat(THREE_B, "long answer"))
+    eventually(lambda: ollama.fake.chat_requests(THREE_B)[-1:] and ollama.fake.requests[-1].status is None)
+    t0 = time.monotonic()
+    status, answer = ollama.chat(ONE_B, "switch")
+    waited = time.monotonic() - t0
+    assert status == 200 and busy.done() and busy.result()[0] == 200
+    (long,) = [r for r in ollama.fake.chat_requests(THREE_B) if r.body["messages"][0]["content"] == "long answer"]
+    switch = ollama.fake.chat_requests(ONE_B)[0]
+    assert long.ts_end <= switch.ts_end and waited > 0.3
+    assert answer["load_duration"] / 1e9 > 0.3  # the wait for the drain is part of the load, as in Ollama
+    (evict,) = kinds(ollama.fake, "evict")
+    assert evict["model"] == THREE_B and evict["busy"] is True
+    unloaded = [e["ts"] for e in kinds(ollama.fake, "unload")]
+    assert unloaded and unloaded[0] >= long.ts_end - 0.01
+    assert list(ollama.ps()) == [ONE_B]
+
+
+def test_one_request_at_a_time_per_model_in_arrival_order(ollama: Ollama) -> None:
+    ollama.chat(THREE_B)
+    ollama.fake.set_fault(THREE_B, "slow", delay_s=0.3)
+    futures = []
+    for i in range(3):
+        futures.append(background(lambda i=i: ollama.chat(THREE_B, f"n{i}")))
+        eventually(lambda i=i: len(ollama.fake.chat_requests(THREE_B)) == i + 2)
+    assert [f.result(10)[0] for f in futures] == [200, 200, 200]
+    records = ollama.fake.chat_requests(THREE_B)[1:]
+    assert [r.body["messages"][0]["content"] for r in sorted(records, key=lambda r: r.ts_end)] == ["n0", "n1", "n2"]
+    for a, b in itertools.pairwise(sorted(records, key=lambda r: r.ts_end)):
+        assert b.ts_end - a.ts_end >= 0.25  # served one after the other, not at once
+    assert len([e for e in kinds(ollama.fake, "queued") if e["waiting_for"] == "slot"]) == 2
+
+
+def test_num_parallel_gives_slots_but_not_to_qwen35(ollama: Ollama) -> None:
+    """OLLAMA_NUM_PARALLEL=2 serves two llama requests at once with twice the KV cache; sched.go load forces
+    qwen35 (the 9B's architecture) to one slot."""
+    one_slot = None
+    ollama.chat(THREE_B, None)
+    one_slot = ollama.ps()[THREE_B]["size"]
+    ollama.chat(THREE_B, None, keep_alive=0)
+    eventually(lambda: THREE_B not in ollama.ps())
+    ollama.fake.set_memory(num_parallel=2)
+    for tag in (THREE_B, NINE_B):
+        ollama.fake.set_fault(tag, "slow", delay_s=0.4)
+        ollama.chat(tag, None)
+        pair = [background(lambda tag=tag, i=i: ollama.chat(tag, f"{tag} {i}")) for i in range(2)]
+        assert [f.result(10)[0] for f in pair] == [200, 200]
+    llama = ollama.fake.chat_requests(THREE_B)[-2:]
+    nine = ollama.fake.chat_requests(NINE_B)[-2:]
+    assert abs(llama[0].ts_end - llama[1].ts_end) < 0.2  # together
+    assert abs(nine[0].ts_end - nine[1].ts_end) >= 0.35  # one after the other
+    assert ollama.ps()[THREE_B]["size"] - one_slot == 114_688 * 4096  # a second slot's KV cache
+
+
+def test_a_full_queue_is_503_with_ollamas_text(ollama: Ollama) -> None:
+    """max_queue bounds requests waiting for the scheduler (getRunner's pendingReqCh), not those waiting
+    for a loaded model's slot: past it Ollama answers 503 at once."""
+    ollama.fake.set_memory(max_queue=2, load_gb_per_s=2.0)  # the 1B (1.0 GB at 4096) loads in ~0.5 s
+    first = background(lambda: ollama.chat(ONE_B, "first"))
+    eventually(lambda: kinds(ollama.fake, "load_start"), what="the load")
+    queued = [background(lambda i=i: ollama.chat(ONE_B, f"queued {i}")) for i in range(2)]
+    eventually(lambda: ollama.fake.memory()["pending"] == 2, what="two pending")
+    status, answer = ollama.chat(ONE_B, "one too many")
+    assert (status, answer) == (503, {"error": "server busy, please try again.  maximum pending requests exceeded"})
+    assert first.result(10)[0] == 200 and [f.result(10)[0] for f in queued] == [200, 200]
+    assert kinds(ollama.fake, "rejected")[0]["pending"] == 2 and ollama.fake.memory()["rejected"] == 1
+    # Once loaded, requests bypass the scheduler: five waiting for the model's one slot are not rejected.
+    ollama.fake.set_fault(ONE_B, "slow", delay_s=0.1)
+    many = [background(lambda i=i: ollama.chat(ONE_B, f"slot {i}")) for i in range(5)]
+    assert [f.result(10)[0] for f in many] == [200] * 5
+
+
+def test_nothing_is_sent_until_the_load_ends_and_load_duration_says_how_long(ollama: Ollama) -> None:
+    ollama.fake.set_memory(load_gb_per_s=5.0)  # the 3B holds 2.5 GB at num_ctx 4096: half a second
+    sock = raw_chat(ollama.fake, THREE_B, stream=True)
+    try:
+        listed_while_loading = []
+        while not select.select([sock], [], [], 0.01)[0]:
+            if THREE_B in ollama.ps():
+                listed_while_loading.append(not kinds(ollama.fake, "loaded"))
+        first_byte = time.time()
+        (start,) = kinds(ollama.fake, "load_start")
+        (loaded,) = kinds(ollama.fake, "loaded")
+        assert start["ts"] + 0.45 <= loaded["ts"] <= first_byte  # not even headers before the load was done
+        assert not any(listed_while_loading)  # /api/ps did not list it while it loaded
+        data = b""
+        while not data.endswith(b"0\r\n\r\n"):
+            chunk = sock.recv(65536)
+            assert chunk, "the connection closed early"
+            data += chunk
+    finally:
+        sock.close()
+    assert data.startswith(b"HTTP/1.1 200")
+    final = json.loads([line for line in data.split(b"\r\n") if line.startswith(b'{"model"')][-1])
+    assert final["done"] is True and 0.45 < final["load_duration"] / 1e9 < 2.0
+    assert final["total_duration"] >= final["load_duration"]
+    assert ollama.fake.memory()["load_seconds"] == pytest.approx(0.5, abs=0.15)
+    assert THREE_B in ollama.ps()
+    _, again = ollama.chat(THREE_B)
+    assert again["load_duration"] / 1e9 < 0.1  # already loaded
+
+
+def test_a_client_that_leaves_during_the_load_aborts_it(ollama: Ollama) -> None:
+    """llm/llama_server.go WaitUntilRunning: "client connection closed before llama-server finished loading"."""
+    ollama.fake.set_memory(load_gb_per_s=1.0)  # 2.5 s for the 3B
+    sock = raw_chat(ollama.fake, THREE_B)
+    eventually(lambda: kinds(ollama.fake, "load_start"), what="the load")
+    sock.close()
+    (aborted,) = eventually(lambda: kinds(ollama.fake, "load_aborted"), within=2.0, what="the abort")
+    assert aborted["model"] == THREE_B and aborted["after_s"] < 2.0
+    assert ollama.ps() == {} and ollama.fake.memory()["loads"] == 0
+    assert not kinds(ollama.fake, "loaded")
+
+
+def test_empty_requests_load_and_unload_and_an_unloaded_model_is_listed_until_it_exits(ollama: Ollama) -> None:
+    ollama.fake.set_memory(unload_s=0.5)
+    status, answer = ollama.chat(ONE_B, None)
+    assert (
+        status == 200 and answer["done_reason"] == "load" and answer["message"] == {"role": "assistant", "content": ""}
+    )
+    assert ONE_B in ollama.ps()
+    status, answer = ollama.post("/api/generate", {"model": THREE_B, "stream": False})
+    assert status == 200 and answer["done_reason"] == "load" and THREE_B in ollama.ps()
+    status, answer = ollama.chat(ONE_B, None, keep_alive=0)
+    assert status == 200 and answer["done_reason"] == "unload"
+    left = ollama.expires_in(ONE_B)
+    assert left is not None and left <= 0.05  # still listed while its runner exits, expiring now
+    eventually(lambda: ONE_B not in ollama.ps(), within=3.0, what="the unload")
+    assert kinds(ollama.fake, "unload")[0]["reason"] == "unload request"
+    status, answer = ollama.post("/api/generate", {"model": THREE_B, "keep_alive": 0, "stream": False})
+    assert answer["done_reason"] == "unload"
+    eventually(lambda: THREE_B not in ollama.ps(), within=3.0, what="the unload")
+
+
+def test_expires_at_is_not_refreshed_while_serving_and_an_expired_model_stays_listed_until_exit(
+    ollama: Ollama,
+) -> None:
+    """The keep_alive timer starts when the model goes idle (processCompleted), so a request longer than the
+    keep_alive shows expires_at in the past; after the timer fires, /api/ps lists it until the runner exits."""
+    ollama.fake.set_memory(unload_s=0.4)
+    ollama.chat(THREE_B, keep_alive="1s")
+    idle_at = time.time()
+    ollama.fake.set_fault(THREE_B, "slow", delay_s=1.6)
+    slow = background(lambda: ollama.chat(THREE_B, "longer than the keep_alive", keep_alive="1s"))
+    eventually(lambda: len(ollama.fake.chat_requests(THREE_B)) == 2)
+    row = ollama.ps()[THREE_B]
+    first_expiry = datetime.fromisoformat(row["expires_at"]).timestamp()
+    assert first_expiry == pytest.approx(idle_at + 1, abs=0.3)
+    eventually(lambda: (ollama.expires_in(THREE_B) or 0) < -0.2, within=3.0, what="expires_at in the past")
+    assert not slow.done()  # still serving: a busy model is not unloaded
+    assert slow.result(10)[0] == 200
+    left = ollama.expires_in(THREE_B)
+    assert left is not None and 0.5 < left <= 1.0  # the timer restarts when it goes idle
+    ollama.fake.set_fault(THREE_B, None)
+    seen_expired = eventually(lambda: (ollama.expires_in(THREE_B) or 0) < 0, within=3.0, what="expiry")
+    assert seen_expired and THREE_B in ollama.ps()  # expired, but its runner has not exited yet
+    eventually(lambda: THREE_B not in ollama.ps(), within=3.0, what="the runner's exit")
+    assert kinds(ollama.fake, "unload")[0]["reason"] == "expired"
+
+
+def test_keep_alive_last_writer_wins_and_absent_keeps_the_models(ollama: Ollama) -> None:
+    ollama.chat(THREE_B, keep_alive="10m")
+    assert 590 < ollama.expires_in(THREE_B) <= 600
+    ollama.chat(THREE_B, keep_alive="1m")
+    assert 50 < ollama.expires_in(THREE_B) <= 60
+    ollama.chat(THREE_B)  # no keep_alive: useLoadedRunner leaves the model's 1m, not the default 5m
+    assert 50 < ollama.expires_in(THREE_B) <= 60
+    ollama.chat(THREE_B, keep_alive=0)
+    eventually(lambda: THREE_B not in ollama.ps(), within=3.0, what="the unload after the request")
+
+
+def test_a_different_num_ctx_reloads_the_model(ollama: Ollama) -> None:
+    ollama.chat(THREE_B, options={"num_ctx": 4096})
+    small = ollama.ps()[THREE_B]
+    _, answer = ollama.chat(THREE_B, options={"num_ctx": 8192})
+    big = ollama.ps()[THREE_B]
+    assert (small["context_length"], big["context_length"]) == (4096, 8192)
+    assert big["size"] - small["size"] == 114_688 * 4096
+    assert answer["load_duration"] > 0 and ollama.fake.memory()["loads"] == 2
+    assert [(e["model"], e["reason"]) for e in kinds(ollama.fake, "evict")] == [(THREE_B, "reload")]
+    ollama.chat(THREE_B, options={"num_ctx": 8192})
+    ollama.chat(ONE_B, options={"num_ctx": 65_536})
+    ollama.chat(ONE_B, options={"num_ctx": 32_768})  # both capped at the 1B's trained 32768: no reload
+    assert ollama.fake.memory()["loads"] == 3 and ollama.ps()[ONE_B]["context_length"] == 32_768
+
+
+WEATHER = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "Weather in a city",
+            "parameters": {
+                "type": "object",
+                "properties": {"city": {"type": "string"}, "unit": {"type": "string", "enum": ["c", "f"]}},
+                "required": ["city"],
+            },
+        },
+    }
+]
+
+
+def test_tool_calls_when_the_user_asks_for_a_tool(ollama: Ollama) -> None:
+    status, answer = ollama.chat(THREE_B, "call get_weather for Paris", tools=WEATHER)
+    assert status == 200 and answer["done_reason"] == "stop" and answer["message"]["content"] == ""
+    (call_,) = answer["message"]["tool_calls"]
+    assert call_["id"].startswith("call_") and len(call_["id"]) == 13
+    assert call_["function"] == {
+        "index": 0,
+        "name": "get_weather",
+        "arguments": {"city": "call get_weather for Paris", "unit": "c"},
+    }
+    _, _, data = chat(ollama.fake, model=THREE_B, messages=[{"role": "user", "content": "get_weather?"}], tools=WEATHER)
+    lines = ndjson(data)
+    assert [
+        line["message"]["tool_calls"][0]["function"]["name"] for line in lines if "tool_calls" in line["message"]
+    ] == ["get_weather"]
+    assert lines[-1]["done"] is True and lines[-1]["done_reason"] == "stop"
+    status, answer = ollama.chat(THREE_B, "just say hello", tools=WEATHER)
+    assert "tool_calls" not in answer["message"] and answer["message"]["content"].startswith("Hello from")
+
+
+def test_reset_unloads_everything_and_clears_the_counters(ollama: Ollama) -> None:
+    ollama.fake.set_memory(total_gb=48)
+    ollama.chat(THREE_B)
+    ollama.chat(ONE_B)
+    assert ollama.fake.memory()["loads"] == 2 and ollama.fake.events()
+    ollama.fake.reset()
+    memory = ollama.fake.memory()
+    assert ollama.ps() == {} and ollama.fake.events() == []
+    assert (memory["loads"], memory["resident_gb"], memory["peak_resident_gb"], memory["total_gb"]) == (0, 0, 0, 24.0)
+
+
+def test_memory_and_events_over_http(ollama: Ollama) -> None:
+    status, _, data = call(ollama.fake, "POST", "/_fake/memory", {"system_gb": 20, "load_gb_per_s": 100})
+    memory = json.loads(data)
+    assert status == 200 and memory["system_gb"] == 20 and memory["load_gb_per_s"] == 100
+    assert memory["free_gb"] == 4 and memory["metal_gb"] == 16
+    assert call(ollama.fake, "POST", "/_fake/memory", {"ram": 1})[0] == 400
+    ollama.chat(ONE_B)
+    _, _, data = call(ollama.fake, "GET", "/_fake/events")
+    events = json.loads(data)["events"]
+    assert [e["event"] for e in events] == ["queued", "load_start", "loaded"]
+    assert all(e["model"] == ONE_B and e["ts"] > 0 for e in events)
+    _, _, data = call(ollama.fake, "GET", "/_fake/memory")
+    assert json.loads(data)["loaded"] == [ONE_B] and json.loads(data)["loads"] == 1
+
+
+def test_the_cli_takes_the_memory_flags_and_control_drives_it() -> None:
+    root = Path(__file__).resolve().parent.parent
+    flags = ["--total-gb", "16", "--system-gb", "4", "--load-gb-per-s", "100", "--max-queue", "7"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "harness.fake_ollama", "--port", "0", "--models", "gemma3:1b", *flags],
+        cwd=root,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        url = proc.stdout.readline().split(" on ", 1)[1].split()[0]
+        control = FakeOllamaControl(url)
+        memory = control.memory()
+        assert (memory["total_gb"], memory["system_gb"], memory["max_queue"], memory["free_gb"]) == (16, 4, 7, 12)
+        assert control.set_memory(num_parallel=2)["num_parallel"] == 2
+        conn = http.client.HTTPConnection(url.removeprefix("http://"), timeout=5)
+        conn.request("POST", "/api/chat", json.dumps({"model": "gemma3:1b", "messages": HI, "stream": False}))
+        assert conn.getresponse().status == 200
+        conn.close()
+        assert [e["event"] for e in control.events()] == ["queued", "load_start", "loaded"]
+        control.reset()
+        assert control.events() == [] and control.memory()["num_parallel"] == 1
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=5)
+        proc.stdout.close()
+
+
+def test_stop_is_prompt_with_a_load_and_a_queue_waiting() -> None:
+    fake = FakeOllama(load_gb_per_s=0.1).start()  # a 25 s load
+    socks = [raw_chat(fake, THREE_B) for _ in range(3)]
+    eventually(lambda: kinds(fake, "load_start"), what="the load")
+    t0 = time.monotonic()
+    fake.stop()
+    assert time.monotonic() - t0 < 1.5
+    for sock in socks:
+        sock.settimeout(2)
+        with contextlib.suppress(ConnectionResetError):  # cut without an answer (a reset is as good)
+            assert sock.recv(1) == b""
+        sock.close()
