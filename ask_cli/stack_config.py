@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from contract import LOCAL, PREMIUM
+from contract import LOCAL, PREMIUM, memory
 from contract import tiers as tier_model
 from contract.tiers import CHAIN_KEYS, chain_list, parse_chains
 
@@ -111,6 +111,30 @@ def check_plugins(config: dict[str, Any], path: Path) -> None:
     finally:
         if added:
             sys.path.remove(root)
+
+
+BUDGET_KEYS = {"budget_gb", "switch_wait_s", "load_gb_per_s", "unload_wait_s", "poll_s", "enabled"}
+
+
+def check_budget(config: dict[str, Any], path: Path) -> None:
+    """The RAM budget's settings (`ram_budget:` and `RAM_BUDGET_GB`) must say a number where one is meant: the
+    proxy would otherwise run with a budget nobody set (plugins/ram_budget.py)."""
+    block = config.get("ram_budget")
+    if block is None:
+        return
+    if not isinstance(block, dict):
+        raise ConfigError(f"{path}: ram_budget: must be a mapping (budget_gb: 11.5, switch_wait_s: 20, ...)")
+    unknown = sorted(set(block) - BUDGET_KEYS)
+    if unknown:
+        raise ConfigError(f"{path}: ram_budget.{unknown[0]} is not a setting: use {', '.join(sorted(BUDGET_KEYS))}")
+    try:
+        memory.explicit_budget(block.get("budget_gb"))
+    except ValueError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    for key in BUDGET_KEYS - {"budget_gb", "enabled"}:
+        value = block.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float) or value < 0):
+            raise ConfigError(f"{path}: ram_budget.{key} must be a number of seconds or GB/s, not {value!r}")
 
 
 REDIS_READ_INTERVAL_S = 1.0

@@ -4,6 +4,10 @@ Only what the proxy calls: `POST /v1/chat/completions`, streaming (SSE) and not,
 standing in for Anthropic, `POST /v1/messages` in Anthropic's shape (its SSE event sequence when streaming).
 `fail_with` makes every chat request answer that HTTP status with an OpenAI-shaped error. The API key each
 request carried (`Authorization: Bearer` or `x-api-key`) is recorded in `keys`.
+
+As llama-swap (its README's API list: "/running - list currently running models", "/unload - manually unload
+running models"): the model last asked for stays running until `GET /unload`; `GET /running` lists it as
+`{"running": [{"model": ..., "state": "ready"}]}`; `unloads` counts the unloads.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ class FakeOpenAI:
         self.bodies: list[dict[str, Any]] = []
         self.keys: list[str] = []
         self.fail_with: int | None = None
+        self.running: str | None = None  # llama-swap's one running model
+        self.unloads = 0
         self._lock = threading.Lock()
         self._server = _Server(("127.0.0.1", 0), _Handler)
         self._server.fake = self
@@ -44,6 +50,8 @@ class FakeOpenAI:
             self.bodies.clear()
             self.keys.clear()
             self.fail_with = None
+            self.running = None
+            self.unloads = 0
 
     def record(self, body: dict[str, Any], key: str = "") -> None:
         with self._lock:
@@ -77,13 +85,23 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
     def do_GET(self) -> None:
-        self._json(200, {"object": "list", "data": [{"id": self.server.fake.name, "object": "model"}]})
+        fake = self.server.fake
+        if self.path.rstrip("/") == "/running":
+            running = [{"model": fake.running, "state": "ready"}] if fake.running else []
+            self._json(200, {"running": running})
+        elif self.path.rstrip("/") == "/unload":
+            with fake._lock:
+                fake.running, fake.unloads = None, fake.unloads + 1
+            self._json(200, {"msg": "OK"})
+        else:
+            self._json(200, {"object": "list", "data": [{"id": fake.name, "object": "model"}]})
 
     def do_POST(self) -> None:
         fake = self.server.fake
         body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
         key = self.headers.get("x-api-key") or (self.headers.get("Authorization") or "").removeprefix("Bearer ")
         fake.record(body, key)
+        fake.running = str(body.get("model") or fake.name)
         if fake.fail_with:
             self._json(fake.fail_with, {"error": {"message": f"{fake.name} is failing", "type": "server_error"}})
             return

@@ -165,7 +165,11 @@ class StreamResult:
 
 def stack_env(tmp: Path, **backends: str) -> dict[str, str]:
     """The proxy's environment: a private home, the test key, the given backend addresses."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OLLAMA", "LITELLM", "REDIS", "DEMOTION"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("OLLAMA", "LITELLM", "REDIS", "DEMOTION", "RAM_BUDGET"))
+    }
     env.update(
         LITELLM_MASTER_KEY=KEY,
         LITELLM_LOCAL_MODEL_COST_MAP="True",
@@ -174,6 +178,10 @@ def stack_env(tmp: Path, **backends: str) -> dict[str, str]:
         DEMOTION_LOG=str(tmp / "demotions.jsonl"),
         PYTHONUNBUFFERED="1",
         PYTHONFAULTHANDLER="1",  # a crash of the proxy (a segfault inside CPython was seen once) leaves its stack
+        # A budget every tier fits in: what is resident is then the emulated Ollama's own doing (its scheduler),
+        # whatever this machine's free RAM; tests of the budget set their own (tests/test_budget.py).
+        RAM_BUDGET_GB="64",
+        RAM_BUDGET_STATE=str(tmp / "budget.json"),
     )
     env.update(backends)
     return env

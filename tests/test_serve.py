@@ -272,3 +272,31 @@ def test_a_proxy_that_exits_while_starting_says_why(tmp_path: Path) -> None:
     log = tmp_path / "data" / "ask" / "logs" / "litellm.log"
     assert "ask: proxy exited with code " in result.stderr and f" while starting; from {log}:" in result.stderr
     assert f"error while attempting to bind on address ('127.0.0.1', {port}): address already in use" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("yaml_value", "env_value", "says"),
+    [
+        (
+            "lots",
+            None,
+            "ram_budget.budget_gb: 'lots' is not a positive number of GB: "
+            "write e.g. budget_gb: 11.5 under ram_budget: in litellm-config.yaml",
+        ),
+        ("null", "-3", "RAM_BUDGET_GB=-3 is not a positive number of GB: write e.g. RAM_BUDGET_GB=11.5"),
+    ],
+)
+def test_a_budget_that_is_not_a_number_stops_the_start(
+    tmp_path: Path, yaml_value: str, env_value: str | None, says: str
+) -> None:
+    """A budget nobody meant would let the 30B load into swap, or refuse every model: say so before starting."""
+    config = tmp_path / "litellm-config.yaml"
+    config.write_text(CONFIG.read_text().replace("  budget_gb: null", f"  budget_gb: {yaml_value}", 1))
+    env = stack_env(tmp_path)
+    env.pop("RAM_BUDGET_GB")
+    if env_value is not None:
+        env["RAM_BUDGET_GB"] = env_value
+    result = run_ask("serve", "--config", str(config), env=env, timeout=30)
+    assert result.returncode == 2
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith(f"ask: {config}: ") and line.endswith(says)
