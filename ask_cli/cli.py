@@ -155,6 +155,9 @@ def serve(
     ] = None,
     model: Annotated[str, typer.Option(help=f"The tier for --ask. Example: --model {DEFAULT_TIER}")] = DEFAULT_TIER,
     exit_after: Annotated[bool, typer.Option("--exit", help="Stop after answering --ask (a smoke test).")] = False,
+    warm: Annotated[
+        bool, typer.Option(help=f"Once ready, load {DEFAULT_TIER}'s model in the background. Example: --no-warm")
+    ] = True,
     verbose: Annotated[
         bool, typer.Option("--verbose", "-v", help="LiteLLM's and llama.cpp's own output here, not in their logs.")
     ] = False,
@@ -167,7 +170,12 @@ def serve(
     from ask_cli.stack_config import ConfigError, default_config_path
 
     stack = serving.Stack(
-        config=config or default_config_path(), port=port, embedded=embedded, cloud=cloud, verbose=verbose
+        config=config or default_config_path(),
+        port=port,
+        embedded=embedded,
+        cloud=cloud,
+        verbose=verbose,
+        warm=warm and not exit_after,  # a smoke test stops at once: nothing would use the warm model
     )
     serving.stopping_on_signals()
     try:
@@ -206,10 +214,11 @@ def stats(*, options: dict[str, Any]) -> None:
 
 @command("models")
 def models(
-    as_json: Annotated[bool, typer.Option("--json", help="The table as a JSON list.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object: tiers, budget.")] = False,
     config: Annotated[Path | None, typer.Option(help="The yaml if the proxy is down. Example: --config x.yaml")] = None,
 ) -> None:
-    """Each tier: backend, tag, fallback chain, keep_alive, and whether it is loaded now and until when.
+    """Each tier: backend, tag, fallback chain, keep_alive, and whether it is loaded now and until when; then the
+    RAM budget: how much, from where, what is resident (busy or idle), loading and queued.
 
     Example: ask models
     """
@@ -221,8 +230,10 @@ def models(
 @command("doctor")
 def doctor(
     config: Annotated[Path | None, typer.Option(help="The yaml to check. Example: --config x.yaml")] = None,
-    ram_gb: Annotated[float | None, typer.Option(help="RAM to budget (default: this machine's). Example: 24")] = None,
-    os_gb: Annotated[float, typer.Option(help="RAM the OS and open apps keep. Example: --os-gb 14")] = 12.0,
+    ram_gb: Annotated[
+        float | None, typer.Option(help="Budget this RAM instead of `ask models`' budget. Example: 24")
+    ] = None,
+    os_gb: Annotated[float, typer.Option(help="With --ram-gb: what the OS and apps keep. Example: --os-gb 14")] = 12.0,
 ) -> None:
     """One line per check, with the fix for each failure: proxy and key, Ollama and its tags, the embedded
     model, llama-swap, Redis, and which models cannot be resident together in this machine's RAM.
@@ -232,6 +243,20 @@ def doctor(
     from ask_cli import doctor as checks
 
     raise typer.Exit(checks.run(config=config, ram_gb=ram_gb, os_allowance_gb=os_gb))
+
+
+@command("warm")
+def warm(
+    tier: Annotated[str, typer.Argument(help=f"The tier whose model to load. Example: {DEFAULT_TIER}")],
+) -> None:
+    """Load a tier's model now, with one uncached one-token request through the proxy; never waits for, or
+    pushes out, a busy model (the budget plugin refuses instead). Exit 1 if not warmed, 2 for an unknown tier.
+
+    Example: ask warm coder-30b
+    """
+    from ask_cli import warm as warming
+
+    raise typer.Exit(warming.run(tier))
 
 
 @command("setup")

@@ -11,23 +11,21 @@ import itertools
 import os
 import re
 import socket
-import subprocess
-import sys
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 from ask_cli import client
-from ask_cli.models import TIMEOUT_S, Unreachable, fetch, fetch_json, normalize_tag, read_tiers
-from contract import paths
+from ask_cli.models import TIMEOUT_S, Unreachable, budget_view, fetch, fetch_json, normalize_tag, read_tiers
+from contract import memory, paths
 from contract.tiers import Deployment, Tiers
 
-# What macOS and the user's open apps hold, per the seed: "macOS plus everything I have open eats 12–16 GB".
-# The low end is taken, so a pair flagged here cannot fit even on a good day; on a 24 GB Mac that leaves 12 GB.
+# With --ram-gb: what macOS and the user's open apps hold, per the seed: "macOS plus everything I have open eats
+# 12–16 GB". The low end is taken, so a pair flagged then cannot fit even on a good day: 24 GB leaves 12 GB.
 OS_ALLOWANCE_GB = 12.0
 SHORT_KEEP_ALIVE_S = 60  # a model that leaves within a minute of its last call does not hold the other out
-GIB = 1024**3  # a "24 GB" Mac has 24 GiB; resident_gb in the yaml is read in the same unit
+GIB = 1024**3  # bench/stress.py counts RAM in GiB; the budget is in GB (10^9 bytes, contract.memory)
 START_OLLAMA = "brew services start ollama (macOS) or `ollama serve` (Linux)"
 
 
@@ -332,21 +330,25 @@ def check_database(timeout: float = TIMEOUT_S) -> list[Check]:
 
 
 def ram_bytes() -> int | None:
-    """Physical RAM: /proc/meminfo on Linux, `sysctl -n hw.memsize` on macOS; None if neither says."""
-    try:
-        with open("/proc/meminfo", encoding="ascii") as fh:
-            for line in fh:
-                if line.startswith("MemTotal:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    if sys.platform == "darwin":
-        try:
-            out = subprocess.run(["sysctl", "-n", "hw.memsize"], capture_output=True, text=True, timeout=2, check=True)
-            return int(out.stdout.strip())
-        except (OSError, subprocess.SubprocessError, ValueError):
-            return None
-    return None
+    """Physical RAM in bytes (`contract.memory.total_gb`: /proc/meminfo, or `sysctl hw.memsize` on macOS)."""
+    gb = memory.total_gb()
+    return None if gb is None else round(gb * memory.GB)
+
+
+def budget_of(
+    tiers: Tiers,
+    ram_gb: float | None = None,
+    os_allowance_gb: float = OS_ALLOWANCE_GB,
+    config: Path | None = None,
+    timeout: float = TIMEOUT_S,
+) -> tuple[float | None, str]:
+    """(GB for our models, where it comes from): `ask models`' budget (`models.budget_view`: the proxy's budget
+    plugin, else this machine's free memory and the explicit budget), or `--ram-gb` less `--os-gb` when given."""
+    if ram_gb is not None:
+        source = f"{ram_gb:g} GB RAM − {os_allowance_gb:g} GB for the OS and open apps"
+        return max(0.0, ram_gb - os_allowance_gb), source
+    view = budget_view(tiers, config=config, timeout=timeout)
+    return view["budget_gb"], view["source"]
 
 
 def keep_alive_seconds(value: str | None) -> float | None:
@@ -395,24 +397,17 @@ def blobs(tiers: Tiers) -> list[Blob]:
     return [Blob(group, max(t.resident_gb or 0.0 for t in group)) for group in grouped.values()]
 
 
-def budget_checks(tiers: Tiers, ram: int | None, os_allowance_gb: float = OS_ALLOWANCE_GB) -> list[Check]:
-    """Which models fit in what the OS and apps leave, alone and in pairs (`model_info.resident_gb`).
+def budget_checks(tiers: Tiers, budget_gb: float | None, source: str) -> list[Check]:
+    """Which models fit in the budget (`budget_of`), alone and in pairs (`model_info.resident_gb`).
 
     Pairs are taken among Ollama blobs, the models one scheduler keeps or evicts by keep_alive; a llama.cpp
     model gets one line naming the Ollama models it cannot sit next to. The embedded model (0.35 GB, always
     resident) is left out: it changes no answer.
     """
-    if ram is None:
-        return [Check("warn", "budget: cannot read this machine's RAM", "pass it explicitly (--ram-gb)")]
-    total = ram / GIB
-    available = max(0.0, total - os_allowance_gb)
-    checks = [
-        Check(
-            "ok",
-            f"budget: {total:.1f} GB RAM − {os_allowance_gb:g} GB for the OS and open apps = "
-            f"{available:.1f} GB for models",
-        )
-    ]
+    if budget_gb is None:
+        return [Check("warn", f"budget: unknown ({source})", "set RAM_BUDGET_GB, or pass --ram-gb")]
+    available = budget_gb
+    checks = [Check("ok", f"budget: {available:.1f} GB for models ({source})")]
     every = [b for b in blobs(tiers) if b.tiers[0].runtime != "embedded"]
     for blob in every:
         if blob.gb > available:
@@ -466,11 +461,12 @@ def _seconds_or_inf(keep_alive: str | None) -> float:
 
 def run_checks(
     config: Path | None = None,
-    ram: int | None = None,
+    ram_gb: float | None = None,
     os_allowance_gb: float = OS_ALLOWANCE_GB,
     timeout: float = TIMEOUT_S,
 ) -> list[Check]:
-    """Every check, in a fixed order, run side by side. `ram` (bytes) defaults to this machine's."""
+    """Every check, in a fixed order, run side by side. The budget is `budget_of`'s (`ram_gb`: that RAM less
+    `os_allowance_gb` instead)."""
     from ask_cli import stack_config
 
     head: list[Check] = []
@@ -494,7 +490,7 @@ def run_checks(
         lambda: check_openai_servers(tiers, timeout),
         lambda: check_redis(timeout),
         lambda: check_database(timeout),
-        lambda: budget_checks(tiers, ram if ram is not None else ram_bytes(), os_allowance_gb),
+        lambda: budget_checks(tiers, *budget_of(tiers, ram_gb, os_allowance_gb, config, timeout)),
     ]
     with ThreadPoolExecutor(max_workers=len(groups)) as pool:
         results = [pool.submit(group) for group in groups]
@@ -509,7 +505,7 @@ def run(config: Path | None = None, ram_gb: float | None = None, os_allowance_gb
         secrets_file.apply(os.environ)
     except secrets_file.SecretsError as exc:
         print(Check("FAIL", f"secrets: {exc}").line())
-    found = run_checks(config, None if ram_gb is None else int(ram_gb * GIB), os_allowance_gb)
+    found = run_checks(config, ram_gb, os_allowance_gb)
     for check in found:
         print(check.line())
     return 1 if any(c.status == "FAIL" for c in found) else 0

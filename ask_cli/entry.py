@@ -22,7 +22,8 @@ from ask_cli.options import parse
 COMMANDS: dict[str, str] = {
     "serve": "run the stack",
     "stats": "is it paying off?",
-    "models": "tiers, chains, what is loaded",
+    "models": "tiers, chains, what is loaded, the RAM budget",
+    "warm": "load a tier's model now",
     "doctor": "what is wrong, and the fix",
     "setup": "point a coding assistant at the stack",
     "service": "the stack as login services",

@@ -3,7 +3,9 @@
 Read from the running stack first: the proxy's own `/v1/model/info` (resolved `api_base`, `model_info`) and
 `/router/settings` (the fallbacks it really uses), so a proxy started with another config or environment is
 shown as it is. When the proxy is down or refuses the key, the yaml is read instead and a note says so.
-Ollama's `/api/ps` says what is loaded and until when. Stdlib HTTP only, every call capped at a few seconds.
+Ollama's `/api/ps` says what is loaded and until when. The RAM budget (`budget_view`, which `ask doctor` reads
+too) is what the proxy's budget plugin last wrote (`contract.budget`), else what `/api/ps` and this machine
+say (`contract.memory`). Stdlib HTTP only, every call capped at a few seconds.
 """
 
 from __future__ import annotations
@@ -18,9 +20,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from ask_cli import client
-from contract import paths
+from contract import budget as budget_state
+from contract import memory, paths
 from contract import tiers as tier_model
 
 TIMEOUT_S = 2.0
@@ -144,15 +148,38 @@ def parse_expiry(value: str) -> float | None:
         return None
 
 
-def loaded_models(ollama_base: str, timeout: float = TIMEOUT_S) -> dict[str, float | None]:
-    """Ollama's `/api/ps`: normalized tag -> epoch when it unloads (None if unreadable). Raises Unreachable."""
+@dataclass(frozen=True)
+class Loaded:
+    """One model in Ollama's `/api/ps`: the epoch when it unloads (None if unreadable), the GB it holds."""
+
+    expires: float | None
+    gb: float | None
+
+
+def loaded_models(ollama_base: str, timeout: float = TIMEOUT_S) -> dict[str, Loaded]:
+    """Ollama's `/api/ps`: normalized tag -> when it unloads and what it holds. Raises Unreachable."""
     payload = fetch_json(f"{ollama_base}/api/ps", timeout=timeout)
-    loaded: dict[str, float | None] = {}
+    loaded: dict[str, Loaded] = {}
     for row in payload.get("models") or []:
         name = row.get("name") or row.get("model")
         if name:
-            loaded[normalize_tag(name)] = parse_expiry(str(row.get("expires_at") or ""))
+            size = row.get("size")
+            gb = size / memory.GB if isinstance(size, int | float) and not isinstance(size, bool) else None
+            loaded[normalize_tag(name)] = Loaded(parse_expiry(str(row.get("expires_at") or "")), gb)
     return loaded
+
+
+PsCache = dict[str, dict[str, Loaded] | str]  # per Ollama address: its /api/ps, or why it is unknown
+
+
+def ps_of(ps: PsCache, api_base: str, timeout: float = TIMEOUT_S) -> dict[str, Loaded] | str:
+    """`loaded_models(api_base)`, read once per `ps` (one `ask models` or `ask doctor` run)."""
+    if api_base not in ps:
+        try:
+            ps[api_base] = loaded_models(api_base, timeout)
+        except Unreachable as exc:
+            ps[api_base] = f"Ollama at {api_base}: {exc}"
+    return ps[api_base]
 
 
 def human_duration(seconds: float) -> str:
@@ -187,14 +214,17 @@ def _server_answers(api_base: str, timeout: float) -> bool:
         return False
 
 
-def rows(view: StackView, now: float | None = None, timeout: float = TIMEOUT_S) -> list[dict[str, Any]]:
+def rows(
+    view: StackView, now: float | None = None, timeout: float = TIMEOUT_S, ps: PsCache | None = None
+) -> list[dict[str, Any]]:
     """One JSON-ready dict per tier: the view's fields plus `loaded`, `expires_at`, `expires_in_s`, `now`.
 
     `loaded` is True/False for Ollama tiers (None when Ollama is down or for other runtimes); `answers` says
     whether the tier's server (Ollama, llama-swap, the embedded model) is up, `error` why not for Ollama.
+    `ps` keeps each Ollama address's `/api/ps` for the caller's next question (`budget_view`).
     """
     now = time.time() if now is None else now
-    ps: dict[str, dict[str, float | None] | str] = {}  # per Ollama base: loaded models, or why unknown
+    ps = {} if ps is None else ps
     out = []
     for tier in view.tiers:
         for deployment in tier.deployments:
@@ -206,7 +236,7 @@ def _row(
     tier: tier_model.Tier,
     deployment: tier_model.Deployment,
     source: str,
-    ps: dict[str, dict[str, float | None] | str],
+    ps: PsCache,
     now: float,
     timeout: float,
 ) -> dict[str, Any]:
@@ -228,12 +258,7 @@ def _row(
     }
     api_base = deployment.api_base or ""
     if deployment.is_ollama:
-        if api_base not in ps:
-            try:
-                ps[api_base] = loaded_models(api_base, timeout)
-            except Unreachable as exc:
-                ps[api_base] = f"Ollama at {api_base}: {exc}"
-        loaded = ps[api_base]
+        loaded = ps_of(ps, api_base, timeout)
         if isinstance(loaded, str):
             row["answers"], row["error"] = False, loaded
             row["now"] = "unknown: Ollama is down"
@@ -241,7 +266,7 @@ def _row(
             row["answers"] = True
             tag = normalize_tag(deployment.model)
             row["loaded"] = tag in loaded
-            expires = loaded.get(tag)
+            expires = loaded[tag].expires if tag in loaded else None
             if row["loaded"] and expires is not None:
                 row["expires_at"] = datetime.fromtimestamp(expires).astimezone().isoformat(timespec="seconds")
                 row["expires_in_s"] = round(expires - now)
@@ -256,8 +281,106 @@ def _row(
 
 
 def collect(config: Path | None = None, now: float | None = None, timeout: float = TIMEOUT_S) -> list[dict[str, Any]]:
-    """The data of `ask models --json`: `rows(read_tiers())`."""
+    """The tiers of `ask models --json`: `rows(read_tiers())`."""
     return rows(read_tiers(config, timeout), now, timeout)
+
+
+# -- the RAM budget ------------------------------------------------------------------------------------
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def budget_view(
+    tiers: tier_model.Tiers, ps: PsCache | None = None, config: Path | None = None, timeout: float = TIMEOUT_S
+) -> dict[str, Any]:
+    """The RAM budget as `ask models` shows it and `ask doctor` checks against: `budget_gb` (None: unknown) and
+    its `source`, what is `resident` (tier, model, runtime, gb, busy), `loading`, `unloading`, `queued`, and
+    `from` where this was read.
+
+    What the proxy's budget plugin last wrote (`contract.budget.read_state`) when it is fresh; else this
+    machine's own answer: the models Ollama on this machine holds (`/api/ps`, read once per `ps`; a tag is
+    named by the first tier that uses it, busy unknown) and `contract.memory.budget` with the explicit budget
+    (`RAM_BUDGET_GB`, else the yaml's `ram_budget.budget_gb`)."""
+    state = budget_state.read_state()
+    if state is not None:
+        gb = state.get("budget_gb")
+        return {
+            "budget_gb": float(gb) if isinstance(gb, int | float) else None,
+            "source": str(state.get("source") or ""),
+            **{key: list(state.get(key) or []) for key in ("resident", "loading", "unloading", "queued")},
+            "from": f"the proxy's budget plugin ({budget_state.state_file()})",
+        }
+    ps = {} if ps is None else ps
+    resident: list[dict[str, Any]] = []
+    for base in dict.fromkeys(d.api_base for d in tiers.deployments() if d.is_ollama and d.api_base):
+        if urlsplit(base).hostname not in LOOPBACK:
+            continue  # another machine's RAM
+        loaded = ps_of(ps, base, timeout)
+        if isinstance(loaded, str):
+            continue
+        named = {}
+        for deployment in tiers.deployments():
+            if deployment.is_ollama and deployment.api_base == base:
+                named.setdefault(normalize_tag(deployment.model), deployment.tier)
+        for tag, model in loaded.items():
+            resident.append(
+                {"tier": named.get(tag, tag), "model": tag, "runtime": "ollama", "gb": model.gb, "busy": None}
+            )
+    held = sum(row["gb"] or 0.0 for row in resident)
+    try:
+        explicit, label = memory.explicit_budget(_yaml_block("ram_budget", config).get("budget_gb"))
+        total, source = memory.budget(explicit, held, explicit_source=label)
+    except ValueError as exc:
+        total, source = None, str(exc)
+    return {
+        "budget_gb": total,
+        "source": source,
+        "resident": resident,
+        "loading": [],
+        "unloading": [],
+        "queued": [],
+        "from": "Ollama's /api/ps and this machine's free memory (the proxy's budget plugin has said nothing)",
+    }
+
+
+def _yaml_block(name: str, config: Path | None = None) -> dict[str, Any]:
+    """One top-level block of the yaml (`ram_budget:`), {} when absent or unreadable."""
+    from ask_cli import stack_config
+
+    try:
+        block = stack_config.load(config or stack_config.default_config_path()).get(name)
+    except stack_config.ConfigError:
+        return {}
+    return block if isinstance(block, dict) else {}
+
+
+def _gb(value: Any) -> str:
+    return f"{value:.1f} GB" if isinstance(value, int | float) else "? GB"
+
+
+def _ago(since: Any, now: float) -> str:
+    return f", {human_duration(now - since)}" if isinstance(since, int | float) else ""
+
+
+def budget_lines(view: dict[str, Any], now: float | None = None) -> list[str]:
+    """The budget under the table: one line for the budget, one per resident, loading, unloading or queued model."""
+    now = time.time() if now is None else now
+    total = view["budget_gb"]
+    lines = [f"budget: {_gb(total)} ({view['source']})" if total is not None else f"budget: unknown ({view['source']})"]
+    for row in view["resident"]:
+        busy = row.get("busy")
+        state = "busy" if busy else ("idle" if busy is not None else "busy unknown")
+        lines.append(f"resident: {row.get('tier')} ({row.get('model')}) {_gb(row.get('gb'))}, {state}")
+    for row in view["loading"]:
+        since = _ago(row.get("since"), now)
+        lines.append(f"loading: {row.get('tier')} ({row.get('model')}) {_gb(row.get('gb'))}{since}")
+    for row in view["unloading"]:
+        lines.append(f"unloading: {row.get('tier')} ({row.get('model')}){_ago(row.get('since'), now)}")
+    for row in view["queued"]:
+        behind = ", ".join(str(name) for name in row.get("waiting_for") or ()) or "another switch"
+        since = _ago(row.get("since"), now)
+        lines.append(f"queued: {row.get('tier')} {_gb(row.get('gb'))}, waiting for {behind}{since}")
+    return lines
 
 
 # -- output --------------------------------------------------------------------------------------------
@@ -285,7 +408,8 @@ def table(data: list[dict[str, Any]]) -> str:
 
 
 def run(as_json: bool = False, config: Path | None = None) -> int:
-    """`ask models [--json] [--config PATH]`: the table (or JSON list) on stdout, notes on stderr.
+    """`ask models [--json] [--config PATH]`: the table and the budget (or one JSON object: `tiers`, `budget`) on
+    stdout, notes on stderr.
 
     `config` is the yaml read only when the proxy cannot be asked (down, or the key is not its key).
 
@@ -298,8 +422,13 @@ def run(as_json: bool = False, config: Path | None = None) -> int:
     except stack_config.ConfigError as exc:
         print(f"ask: {exc}", file=sys.stderr)
         return 2
-    data = rows(view)
-    print(json.dumps(data, ensure_ascii=False, indent=2) if as_json else table(data))
+    ps: PsCache = {}
+    data = rows(view, ps=ps)
+    budget = budget_view(view.tiers, ps, config)
+    if as_json:
+        print(json.dumps({"tiers": data, "budget": budget}, ensure_ascii=False, indent=2))
+    else:
+        print("\n".join([table(data), "", *budget_lines(budget)]))
     for note in dict.fromkeys([view.note, *(row.get("error") for row in data)]):
         if note:
             print(f"ask: {note}", file=sys.stderr)

@@ -58,6 +58,9 @@ QUESTION_OPTIONS: tuple[Option, ...] = (
     Option(("--no-fallback",), "no_fallback", bool, "Fail rather than demote. For cron."),
 )
 SERVED_UNKNOWN = f"the proxy did not say which tier served (no {SERVED_BY})"
+WAIT_AFTER_S = 0.7  # a first token later than this gets the waiting line (on a terminal)
+WAIT_POLL_S = 0.5  # how often the line re-reads the budget plugin's state
+CLEAR_LINE = "\r\x1b[2K"
 
 
 class UsageError(Exception):
@@ -172,6 +175,89 @@ class Outcome:
         self.error: str | None = None
 
 
+class WaitingLine:
+    """What a slow first token waits for, on a terminal's stderr: after `WAIT_AFTER_S`, the budget plugin's
+    `contract.budget.waiting_line` (`loading coder-30b…`, `waiting for fast-9b to finish…`), else `waiting for
+    fast-9b…`; re-read every `WAIT_POLL_S`, rewritten in place when it changes, erased by `stop` before the
+    first token is written.
+
+    A thread of `_thread`, the documented low-level API the interpreter has loaded already: `threading` would
+    cost every interactive call ~2 ms of import, and a socket timeout cannot resume a buffered read."""
+
+    def __init__(self, tier: str) -> None:
+        import _thread
+
+        self.tier = tier
+        self._shown = ""
+        self._stopped = False
+        self._screen = _thread.allocate_lock()  # one writer on stderr at a time
+        self._wake = _thread.allocate_lock()  # held until `stop`: the thread's sleep
+        self._wake.acquire()
+        _thread.start_new_thread(self._run, ())
+
+    def _run(self) -> None:
+        try:
+            if self._wake.acquire(timeout=WAIT_AFTER_S):
+                return
+            from contract import budget
+
+            while True:
+                text = budget.waiting_line(budget.read_state(), self.tier) or f"waiting for {self.tier}…"
+                with self._screen:
+                    if self._stopped:
+                        return
+                    if text != self._shown:
+                        self._write(CLEAR_LINE + _fit(text))
+                        self._shown = text
+                if self._wake.acquire(timeout=WAIT_POLL_S):
+                    return
+        except Exception:  # noqa: S110 - a terminal that cannot be written to must not break the answer
+            pass
+
+    def say(self, line: str) -> None:
+        """A whole stderr line (a warning, the demotion marker) above the waiting line, which comes back after."""
+        with self._screen:
+            self._erase()
+            self._write(line + "\n")
+
+    def stop(self) -> None:
+        """Erase the line for good (idempotent)."""
+        with self._screen:
+            if self._stopped:
+                return
+            self._stopped = True
+            self._erase()
+        self._wake.release()
+
+    def _erase(self) -> None:
+        if self._shown:
+            self._write(CLEAR_LINE)
+            self._shown = ""
+
+    @staticmethod
+    def _write(text: str) -> None:
+        sys.stderr.write(text)
+        sys.stderr.flush()
+
+
+def _fit(text: str) -> str:
+    """One terminal row: a longer line would wrap, and `\r` clears only the last row."""
+    import os
+
+    try:
+        width = os.get_terminal_size(sys.stderr.fileno()).columns
+    except (OSError, ValueError):
+        return text
+    return text if width < 2 or len(text) < width else text[: width - 2] + "…"  # width 0: size unknown
+
+
+def waiting_line_for(json_output: bool, tier: str) -> WaitingLine | None:
+    """A `WaitingLine` when stderr is a terminal and the answer is not one JSON object; None otherwise."""
+    if json_output or sys.stderr is None or not sys.stderr.isatty():
+        return None
+    return WaitingLine(tier)
+
+
 def error(message: str) -> None:
     """One `ask: …` line on stderr: why this call gives no answer."""
     sys.stderr.write(f"ask: {message}\n")
@@ -264,24 +350,40 @@ def _ask_proxy(question: Question, base: str, json_output: bool) -> Outcome:
             "`ask serve`, which creates it"
         )
     started = time.perf_counter()
-    reply, pieces = client.stream_chat(base, key, question.body())
-    said = reply.provenance
-    if said.served is None:
-        warn(SERVED_UNKNOWN)
-    marker = said.marker()
-    if marker:
-        sys.stderr.write(marker + "\n")
-        sys.stderr.flush()
-    outcome = Outcome(served_by=said.served, demoted=marker is not None, lane=said.lane)
-    for piece in pieces:
-        if outcome.ttft_s is None:
-            outcome.ttft_s = round(time.perf_counter() - started, 3)
-        if not json_output:
-            sys.stdout.write(piece)
-            sys.stdout.flush()
+    waiting = waiting_line_for(json_output, question.model)
+    try:
+        reply, pieces = client.stream_chat(base, key, question.body())
+        said = reply.provenance
+        if said.served is None:
+            _stderr_line(f"ask: warning: {SERVED_UNKNOWN}", waiting)
+        marker = said.marker()
+        if marker:
+            _stderr_line(marker, waiting)
+        if waiting and said.served:
+            waiting.tier = said.served  # what the budget plugin's state names
+        outcome = Outcome(served_by=said.served, demoted=marker is not None, lane=said.lane)
+        for piece in pieces:
+            if outcome.ttft_s is None:
+                outcome.ttft_s = round(time.perf_counter() - started, 3)
+                if waiting:
+                    waiting.stop()
+            if not json_output:
+                sys.stdout.write(piece)
+                sys.stdout.flush()
+    finally:
+        if waiting:
+            waiting.stop()
     outcome.answer, outcome.usage, outcome.council = reply.text, reply.usage, reply.council
     outcome.latency_s = round(time.perf_counter() - started, 3)
     return outcome
+
+
+def _stderr_line(line: str, waiting: WaitingLine | None) -> None:
+    if waiting:
+        waiting.say(line)
+    else:
+        sys.stderr.write(line + "\n")
+        sys.stderr.flush()
 
 
 def as_json(question: Question, outcome: Outcome, cache_hit: bool) -> str:

@@ -7,7 +7,9 @@ Both children start at once: the embedded model loads (~1 s) while LiteLLM impor
 Redis and database checks (doctor's own, capped at a fraction of a second each) run beside them, so
 nothing of ours stands between the command and the proxy's own start. The children's output goes to 0600
 logs in the data dir (`-v`: to the terminal instead); the terminal gets what a user needs: where the
-proxy listens, where the key is, which tiers answer now, where the logs are.
+proxy listens, where the key is, which tiers answer now, where the logs are. Then, when Ollama answers, the
+default tier's model is loaded in the background (`ask_cli/warm.py`, one line when it is done; `--no-warm`):
+the first question of the day does not pay for the load.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -27,10 +30,11 @@ from typing import IO, TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from ask_cli import processes, stack_config
-from contract import BACKEND_DEFAULTS, paths
+from contract import BACKEND_DEFAULTS, DEFAULT_TIER, paths
 
 if TYPE_CHECKING:
     from ask_cli.doctor import Check
+    from contract.tiers import Tiers
 
 READY_TIMEOUT_S = 120.0
 CHECK_TIMEOUT_S = 0.5  # each backend check at start: a black-holed backend must not hold up the tier lines
@@ -72,10 +76,12 @@ class Stack:
     embedded: bool = True
     cloud: bool = False  # merge litellm-config.cloud.yaml: the lanes whose keys are set
     verbose: bool = False  # the children's output live on stderr instead of in logs_dir()
+    warm: bool = True  # once ready, load DEFAULT_TIER's model in the background (when Ollama answers)
     log: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True)
     children: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
     started: list[Child] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    stopping: threading.Event = field(default_factory=threading.Event)
 
     @property
     def url(self) -> str:
@@ -121,6 +127,7 @@ class Stack:
         if problems:
             raise stack_config.ConfigError(f"{self.config}: {problems[0]}")
         stack_config.check_plugins(run, self.config)
+        stack_config.check_budget(run, self.config)
         if env.get("REDIS_HOST"):
             run = stack_config.with_redis(run)
             self.log(f"response cache and router state: Redis at {env['REDIS_HOST']}:{env['REDIS_PORT']}")
@@ -146,12 +153,10 @@ class Stack:
         try:
             tiers = tier_model.from_config(config)  # the local tiers; the cloud lanes said theirs above
             ours = any(child.name == EMBEDDED for child in self.started)
-            pending = [
-                pool.submit(_lines, doctor.check_ollama, tiers, CHECK_TIMEOUT_S),
-                pool.submit(_lines, doctor.check_openai_servers, tiers, CHECK_TIMEOUT_S),
-            ]
+            ollama = pool.submit(_checks, doctor.check_ollama, tiers, CHECK_TIMEOUT_S)
+            pending = [ollama, pool.submit(_checks, doctor.check_openai_servers, tiers, CHECK_TIMEOUT_S)]
             if not ours:  # --no-embedded, or a server already there: does it answer?
-                pending.insert(0, pool.submit(_lines, doctor.check_embedded, tiers, CHECK_TIMEOUT_S))
+                pending.insert(0, pool.submit(_checks, doctor.check_embedded, tiers, CHECK_TIMEOUT_S))
             warnings = []
             if env.get("REDIS_HOST"):
                 warnings.append(pool.submit(_redis_warning))
@@ -162,8 +167,10 @@ class Stack:
             where = f"${paths.KEY_ENV}" if os.environ.get(paths.KEY_ENV, "").strip() else _home(paths.key_file())
             self.log(f"proxy listening on {self.url}/v1 (master key in {where})")
             lines = _lines(doctor.check_embedded, tiers, CHECK_TIMEOUT_S) if ours else []
-            for line in lines + [line for future in pending for line in future.result()]:
+            for line in lines + [line for future in pending for line in _said(future.result())]:
                 self.log(line)
+            if self.warm:
+                self._warm_in_background(tiers, ollama.result())
             self._say_done(warnings, wait=True)
         finally:
             pool.shutdown(wait=False, cancel_futures=True)
@@ -171,6 +178,26 @@ class Stack:
         target = os.environ.get(TIMINGS_ENV)
         if target:
             Path(target).write_text(json.dumps(self.timings))
+
+    def _warm_in_background(self, tiers: Tiers, ollama: list[Check]) -> None:
+        """Load DEFAULT_TIER's model through the proxy on a thread, when its Ollama answered the start's check;
+        one line when done (nothing once the stack is stopping)."""
+        tier = tiers.get(DEFAULT_TIER)
+        if tier is None or not tier.is_ollama:
+            return
+        answers = f"answers at {tier.primary.api_base}"  # check_ollama's line for an Ollama that is up
+        if not any(check.status == "ok" and check.what.endswith(answers) for check in ollama):
+            return
+
+        def load() -> None:
+            from ask_cli import warm
+
+            done = warm.warm(DEFAULT_TIER, url=self.url)
+            if not self.stopping.is_set():
+                said = f"loaded in {done.seconds:.1f} s" if done.ok else f"not warmed: {done.reason}"
+                self.log(f"warm: {DEFAULT_TIER} {said}")
+
+        threading.Thread(target=load, name="warm", daemon=True).start()
 
     def _database_line(self, url: str) -> str:
         """Where the dashboard is and its logs go (never the password), or why PostgreSQL may stop the start."""
@@ -269,19 +296,26 @@ class Stack:
 
     def stop(self) -> None:
         """SIGTERM each child's process group, SIGKILL what has not gone in 15 s. Signals wait meanwhile."""
+        self.stopping.set()
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, signal.SIG_IGN)
         processes.stop([proc for _name, proc in reversed(self.children)], grace_s=15)
         self.children.clear()
 
 
-def _lines(check: Callable[..., list[Check]], *args: object) -> list[str]:
-    """A doctor check's lines as said at start: `down` for what does not answer; no "not checked" follow-ups,
-    no "installed" lines for a model that answers."""
+def _checks(check: Callable[..., list[Check]], *args: object) -> list[Check]:
+    """A doctor check's result; one that cannot run is a warn line, and never stops the start."""
+    from ask_cli.doctor import Check
+
     try:
-        checks = check(*args)
-    except Exception as exc:  # a check that cannot run must never stop the start
-        return [f"warn  {check.__name__}: could not check ({type(exc).__name__}: {exc})"]
+        return check(*args)
+    except Exception as exc:
+        return [Check("warn", f"{check.__name__}: could not check ({type(exc).__name__}: {exc})")]
+
+
+def _said(checks: list[Check]) -> list[str]:
+    """Checks as said at start: `down` for what does not answer; no "not checked" follow-ups, no "installed"
+    lines for a model that answers."""
     lines = []
     for found in checks:
         if "not checked" in found.what or (found.status == "ok" and "installed" in found.what):
@@ -289,6 +323,11 @@ def _lines(check: Callable[..., list[Check]], *args: object) -> list[str]:
         fix = f" — fix: {found.fix}" if found.fix and found.status != "ok" else ""
         lines.append(f"{STATUS.get(found.status, found.status):<4}  {found.what}{fix}")
     return lines
+
+
+def _lines(check: Callable[..., list[Check]], *args: object) -> list[str]:
+    """A doctor check's lines as said at start (`_said`)."""
+    return _said(_checks(check, *args))
 
 
 def _redis_warning() -> str:

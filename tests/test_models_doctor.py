@@ -111,7 +111,7 @@ def test_models_without_the_proxy_reads_the_yaml_and_says_so(
 
     assert models.run(as_json=True) == 0
     out = capsys.readouterr()
-    data = {row["name"]: row for row in json.loads(out.out)}
+    data = {row["name"]: row for row in json.loads(out.out)["tiers"]}
     assert list(data) == TIERS and {row["source"] for row in data.values()} == {"config"}
     assert data["coder-30b"]["fallbacks"] == ["fast-9b", "fast-3b", "tiny"]
     assert data["fast-1b"]["api_base"] == fake_ollama.url and data["fast-1b"]["answers"] is True
@@ -151,7 +151,7 @@ def test_doctor_all_ok_against_a_healthy_stack(
         f"ok    tiny: the embedded model answers at {tiny_url}",
         "ok    tiny: llama.cpp runtime (xllamacpp) installed",
         f"ok    heavy: gemma-3-27b-it-qat served at {fake_llama_swap.url}",
-        "ok    budget: 64.0 GB RAM − 12 GB for the OS and open apps = 52.0 GB for models",
+        "ok    budget: 52.0 GB for models (64 GB RAM − 12 GB for the OS and open apps)",
     ):
         assert expected in lines, "\n".join(lines)
     assert all(line.startswith("ok    ") for line in lines), "\n".join(lines)
@@ -203,8 +203,8 @@ def test_doctor_says_when_the_key_is_not_the_proxys(
 
 def test_budget_on_a_24_gb_machine_names_the_pairs_that_cannot_be_resident_together() -> None:
     tiers = tier_model.from_config(stack_config.load(CONFIG))
-    lines = [c.line() for c in doctor.budget_checks(tiers, 24 * doctor.GIB)]
-    assert lines[0] == "ok    budget: 24.0 GB RAM − 12 GB for the OS and open apps = 12.0 GB for models"
+    lines = [c.line() for c in doctor.budget_checks(tiers, *doctor.budget_of(tiers, ram_gb=24))]
+    assert lines[0] == "ok    budget: 12.0 GB for models (24 GB RAM − 12 GB for the OS and open apps)"
     assert (
         "ok    budget: fast-9b/think-9b (7.2 GB) + coder-30b (19.5 GB) = 26.7 GB > 12.0 GB available: "
         "cannot be resident together — that is why coder-30b's keep_alive is 30s"
@@ -212,7 +212,7 @@ def test_budget_on_a_24_gb_machine_names_the_pairs_that_cannot_be_resident_toget
     pairs = [line for line in lines if " + " in line]
     assert len(pairs) == 3 and all("coder-30b" in line for line in pairs)  # fast-9b and think-9b: one blob
     assert any(line.startswith("warn  budget: coder-30b (19.5 GB) alone is more than") for line in lines)
-    roomy = [c.line() for c in doctor.budget_checks(tiers, 64 * doctor.GIB)]
+    roomy = [c.line() for c in doctor.budget_checks(tiers, 52.0, "RAM_BUDGET_GB")]
     assert not any("cannot be resident" in line for line in roomy)
 
 
@@ -227,7 +227,7 @@ def test_budget_warns_when_neither_of_a_crowded_pair_leaves_quickly() -> None:
             for name, keep_alive in (("a", "15m"), ("b", "10m"))
         ]
     )
-    [_, pair] = doctor.budget_checks(tiers, 24 * doctor.GIB)
+    [_, pair] = doctor.budget_checks(tiers, 12.0, "RAM_BUDGET_GB")
     assert pair.status == "warn" and "neither leaves within a minute" in pair.what
 
 
