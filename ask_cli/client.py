@@ -39,6 +39,15 @@ class ProxyError(Exception):
         self.message = message
 
 
+class Truncated(ProxyError):
+    """The stream ended before its end marker (`data: [DONE]`): what arrived is part of an answer, not one."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            502, "the answer was cut off: the stream ended before its end (the proxy or its backend stopped mid-answer)"
+        )
+
+
 class Reply:
     """A streamed answer as it arrives: `provenance` from the headers, known before the first token; `council` the
     members' answers, when the council answered. Not a dataclass: see ask_cli/query.py."""
@@ -136,7 +145,8 @@ def _chunks(stream: Any) -> Iterator[bytes]:
 
 
 def stream_chat(base: str, key: str, body: dict[str, Any], timeout: float = 600.0) -> tuple[Reply, Iterator[str]]:
-    """A streaming completion: the reply's provenance is known from the headers before the first token."""
+    """A streaming completion: the reply's provenance is known from the headers before the first token. The
+    pieces raise `Truncated` when the stream stops before its end marker, ProxyError on an error event."""
     headers, lines = _post(base, key, {**body, "stream": True}, timeout)
     reply = Reply(Provenance.of_headers(str(body.get("model", "")), headers))
 
@@ -164,5 +174,6 @@ def stream_chat(base: str, key: str, body: dict[str, Any], timeout: float = 600.
                     if piece:
                         reply.text += piece
                         yield piece
+        raise Truncated()  # the connection ended without `[DONE]`
 
     return reply, pieces()

@@ -313,18 +313,29 @@ def answer(question: Question, json_output: bool = False, url: str | None = None
     if question.cached and answer_from_cache(question, json_output):
         return Outcome()
     base = url or client.proxy_url()
-    outcome = Outcome(exit_code=1)
+    outcome = Outcome()  # filled as the answer arrives: a failure keeps what was known (served_by "": none yet)
+    started = time.perf_counter()
     try:
-        outcome = _ask_proxy(question, base, json_output)
+        _ask_proxy(question, base, json_output, outcome)
     except NoKey as exc:
-        outcome.error = str(exc)
+        outcome.exit_code, outcome.error = 1, str(exc)
     except client.ProxyUnreachable as exc:
-        outcome.error = f"the proxy is not running at {base} ({exc}): start it with `ask serve`"
+        outcome.exit_code = 1
+        outcome.error = (
+            f"the proxy is not running at {base} ({exc}): start it with `ask serve`"
+            if outcome.ttft_s is None and not outcome.answer
+            else f"the answer was cut off: {exc}"
+        )
     except client.ProxyError as exc:
-        outcome.error = exc.message
+        outcome.exit_code, outcome.error = 1, exc.message
     except KeyboardInterrupt:
         outcome.exit_code, outcome.error = 130, "interrupted"
     finally:
+        if outcome.exit_code:
+            outcome.latency_s = round(time.perf_counter() - started, 3)
+            if outcome.answer and not json_output and not outcome.answer.endswith("\n"):
+                sys.stdout.write("\n")  # the part that came stays on screen, on its own lines
+                sys.stdout.flush()
         warnings = [log_call(question, outcome, cache_hit=False)]
     if outcome.exit_code == 0:
         if json_output:
@@ -339,8 +350,9 @@ def answer(question: Question, json_output: bool = False, url: str | None = None
     return outcome
 
 
-def _ask_proxy(question: Question, base: str, json_output: bool) -> Outcome:
-    """Stream the proxy's answer to stdout (unless `json_output`); say on stderr what the headers say."""
+def _ask_proxy(question: Question, base: str, json_output: bool, outcome: Outcome) -> None:
+    """Stream the proxy's answer to stdout (unless `json_output`) into `outcome`, as it arrives; say on stderr
+    what the headers say. Raises what the client raises, with `outcome` holding what came before."""
     from ask_cli import client
 
     key = paths.master_key(create=False)
@@ -361,12 +373,13 @@ def _ask_proxy(question: Question, base: str, json_output: bool) -> Outcome:
             _stderr_line(marker, waiting)
         if waiting and said.served:
             waiting.tier = said.served  # what the budget plugin's state names
-        outcome = Outcome(served_by=said.served, demoted=marker is not None, lane=said.lane)
+        outcome.served_by, outcome.demoted, outcome.lane = said.served, marker is not None, said.lane
         for piece in pieces:
             if outcome.ttft_s is None:
                 outcome.ttft_s = round(time.perf_counter() - started, 3)
                 if waiting:
                     waiting.stop()
+            outcome.answer += piece
             if not json_output:
                 sys.stdout.write(piece)
                 sys.stdout.flush()
@@ -375,7 +388,6 @@ def _ask_proxy(question: Question, base: str, json_output: bool) -> Outcome:
             waiting.stop()
     outcome.answer, outcome.usage, outcome.council = reply.text, reply.usage, reply.council
     outcome.latency_s = round(time.perf_counter() - started, 3)
-    return outcome
 
 
 def _stderr_line(line: str, waiting: WaitingLine | None) -> None:

@@ -1,0 +1,116 @@
+"""Failure edges a careful user meets: an answer cut off mid-stream is never taken, or kept, as a whole one."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from harness.fake_ollama import FakeOllama
+from harness.stack import KEY, ROOT, Proxy, closed_port_url, running_proxy
+
+NINE_B = "qwen3.5:9b"
+
+
+def telemetry_lines() -> list[dict[str, object]]:
+    path = Path(os.environ["XDG_DATA_HOME"]) / "ask" / "log.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def test_a_proxy_killed_mid_answer_is_an_error_and_nothing_is_cached(tmp_path: Path, fake_ollama: FakeOllama) -> None:
+    """`ask` keeps on screen what came, exits 1 saying it was cut off, logs the call as failed (the tier that
+    was answering, the real latency) and caches nothing: the next `ask`, with the stack down, does not answer."""
+    fake_ollama.reset()
+    with running_proxy(
+        tmp_path,
+        OLLAMA_API_BASE=fake_ollama.url,
+        TINY_API_BASE=closed_port_url("/v1"),
+        LLAMA_SWAP_API_BASE=closed_port_url("/v1"),
+    ) as proxy:
+        fake_ollama.set_fault(NINE_B, "slow", token_delay_s=2.0)
+        env = dict(os.environ, ASK_PROXY_URL=proxy.url, LITELLM_MASTER_KEY=KEY)
+        child = subprocess.Popen(
+            [sys.executable, "-m", "ask_cli", "tell me a long story"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            cwd=ROOT,
+        )
+        assert child.stdout is not None
+        first = child.stdout.read1(65536)  # the first piece of the answer has reached the user
+        assert first.startswith(b"Hello")
+        killed = kill(proxy)
+        out, err = child.communicate(timeout=60)
+    fake_ollama.reset()
+    assert killed and child.returncode == 1
+    assert (first + out).decode().startswith("Hello") and (first + out).endswith(b"\n")
+    assert "the answer was cut off" in err.decode()
+    [line] = telemetry_lines()
+    assert line["exit_code"] == 1 and line["served_by"] == "fast-9b" and line["response_chars"] > 0
+    assert str(line["error"]).startswith("the answer was cut off") and float(line["latency_s"]) > 0  # type: ignore[arg-type]
+    again = subprocess.run(
+        [sys.executable, "-m", "ask_cli", "tell me a long story"], capture_output=True, env=env, cwd=ROOT, timeout=60
+    )
+    assert again.returncode == 1 and "the proxy is not running" in again.stderr.decode()
+
+
+def kill(proxy: Proxy) -> bool:
+    """SIGKILL the proxy (no goodbye on the socket), and wait until it is gone."""
+    assert proxy.proc is not None
+    os.kill(proxy.proc.pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while proxy.proc.poll() is None:
+        assert time.monotonic() < deadline, "the proxy did not die"
+        time.sleep(0.02)
+    return True
+
+
+def test_a_stream_the_backend_dropped_is_not_cached_by_the_proxy(proxy: Proxy, healthy: FakeOllama) -> None:
+    """Ollama drops the connection after two pieces: whatever the client got, the same question asked again
+    reaches a backend, never the proxy's cache."""
+    healthy.set_fault(NINE_B, "drop_mid_stream", times=1)
+    proxy.stream("fast-9b", "a stream that breaks")
+    again = proxy.stream("fast-9b", "a stream that breaks")
+    assert "x-litellm-cache-key" not in again.headers
+    assert len(healthy.chat_requests(NINE_B)) == 2
+
+
+def test_a_stream_that_ends_cleanly_but_without_its_end_marker_is_cut_off(tmp_path: Path) -> None:
+    """A server that closes the answer properly (HTTP's last chunk) but never sent `data: [DONE]`, as a proxy
+    shutting down does: still part of an answer, so exit 1 and nothing cached."""
+    import socket
+    import threading
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    event = {"choices": [{"index": 0, "delta": {"content": "Half an ans"}}]}
+    sse = f"data: {json.dumps(event)}\n\n".encode()
+    body = b"%x\r\n%s\r\n0\r\n\r\n" % (len(sse), sse)
+    head = (
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n"
+        b"X-Served-By: fast-9b\r\n\r\n"
+    )
+
+    def serve() -> None:
+        for _ in range(2):  # the question, then the same question again
+            conn, _ = listener.accept()
+            with conn:
+                conn.recv(65536)
+                conn.sendall(head + body)
+
+    threading.Thread(target=serve, daemon=True).start()
+    env = dict(os.environ, ASK_PROXY_URL=f"http://127.0.0.1:{port}", LITELLM_MASTER_KEY=KEY)
+    runs = [
+        subprocess.run([sys.executable, "-m", "ask_cli", "half?"], capture_output=True, env=env, cwd=ROOT, timeout=60)
+        for _ in range(2)
+    ]
+    listener.close()
+    for run in runs:  # the second is not a cache hit: it reached the server and was cut off again
+        assert run.returncode == 1 and run.stdout == b"Half an ans\n"
+        assert "the answer was cut off" in run.stderr.decode()
+    assert [line["cache_hit"] for line in telemetry_lines()] == [False, False]
