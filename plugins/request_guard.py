@@ -1,9 +1,11 @@
 """`async_pre_call_hook`: refuse what no tier can serve, with a 400 that says what to send instead.
 
-An unknown model gets the list of tiers (LiteLLM's own message sends the user to another endpoint), and
-chat messages that are not a list of role/content objects get a 400 instead of the 500 LiteLLM gives
-after trying every backend with them. The council (plugins/council.py) is never cached: its request gets
-LiteLLM's per-request cache control `no-cache` + `no-store`.
+An unknown model gets the list of tiers (LiteLLM's own message sends the user to another endpoint), and a
+body no backend should see gets a 400 naming the field instead of a walk down the chain (LiteLLM forwards most
+of these: `max_tokens: -1` becomes Ollama's "unlimited", `stream: "yes"` fails every tier): `stream` not a
+boolean, `n` above 1, numbers out of range or of the wrong type, chat messages that are not role/content
+objects with a known role, a chat body without messages. The council (plugins/council.py) is never cached:
+its request gets LiteLLM's per-request cache control `no-cache` + `no-store`.
 """
 
 from __future__ import annotations
@@ -15,6 +17,20 @@ from litellm.integrations.custom_logger import CustomLogger
 from contract import COUNCIL, no_cache
 from plugins import provenance
 
+CHAT_CALLS = frozenset({"completion", "acompletion"})
+ROLES = ("system", "developer", "user", "assistant", "tool", "function")
+MAX_TOKENS_LIMIT = 1_000_000  # far above any local context: beyond it a number is a mistake, not a request
+# (field, low, high, what it is): a number out of range is refused, never forwarded (Ollama would take
+# max_tokens -1 as "unlimited" and a negative timeout would fail every hop as a timeout).
+NUMBERS = (
+    ("max_tokens", 1, MAX_TOKENS_LIMIT, "an integer"),
+    ("max_completion_tokens", 1, MAX_TOKENS_LIMIT, "an integer"),
+    ("temperature", 0, 2, "a number"),
+    ("top_p", 0, 1, "a number"),
+    ("timeout", 0, None, "a number of seconds"),  # None: any number above 0
+    ("stream_timeout", 0, None, "a number of seconds"),
+)
+
 
 class RequestGuard(CustomLogger):
     async def async_pre_call_hook(self, user_api_key_dict: Any, cache: Any, data: dict, call_type: Any) -> dict:
@@ -22,21 +38,56 @@ class RequestGuard(CustomLogger):
         tiers = sorted(provenance.served_tiers().names())
         if isinstance(model, str) and tiers and model not in tiers:
             raise bad_request(f"unknown model '{model}': this stack serves {', '.join(tiers)}")
-        if "messages" in data and not _valid_messages(data["messages"]):
-            raise bad_request(
-                'messages must be a non-empty list of objects with a role, e.g. [{"role": "user", "content": "hi"}]'
-            )
+        problem = body_problem(data, str(getattr(call_type, "value", call_type)))
+        if problem:
+            raise bad_request(problem)
         if model == COUNCIL:
             data["cache"] = no_cache()  # never cached: each call must ask its members afresh
         return data
 
 
-def _valid_messages(messages: Any) -> bool:
-    return (
-        isinstance(messages, list)
-        and bool(messages)
-        and all(isinstance(m, dict) and isinstance(m.get("role"), str) for m in messages)
-    )
+def body_problem(data: dict[str, Any], call_type: str) -> str | None:
+    """What is wrong with a request body, in words the client can act on; None when nothing is."""
+    if "stream" in data and not isinstance(data["stream"], bool):
+        return f"stream must be true or false, not {data['stream']!r}"
+    n = data.get("n")
+    if n is not None and (isinstance(n, bool) or n != 1):
+        return f"n must be 1: a local model gives one choice per request (got {n!r}); send the request again instead"
+    for name, low, high, kind in NUMBERS:
+        value = data.get(name)
+        if value is None:
+            continue
+        integer = kind == "an integer"
+        if isinstance(value, bool) or not isinstance(value, int if integer else int | float) or value != value:
+            return f"{name} must be {kind}, not {value!r}"
+        if value <= low if high is None else not low <= value <= high:  # no upper bound: above `low`
+            bounds = f"above {low}" if high is None else f"from {low} to {high:,}"
+            return f"{name} must be {bounds} (got {value!r})"
+    if call_type in CHAT_CALLS:
+        if "messages" not in data:
+            return (
+                "the body has no messages: send a JSON object with a messages list (a body that is not valid "
+                "JSON, or not UTF-8, reads as empty)"
+            )
+        return _messages_problem(data["messages"])
+    return None
+
+
+def _messages_problem(messages: Any) -> str | None:
+    example = 'e.g. [{"role": "user", "content": "hi"}]'
+    if not isinstance(messages, list) or not messages:
+        return f"messages must be a non-empty list of objects with a role, {example}"
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict) or not isinstance(message.get("role"), str):
+            return f"messages must be a non-empty list of objects with a role, {example}"
+        role, content = message["role"], message.get("content")
+        if role not in ROLES:
+            return f"messages[{i}].role must be one of {', '.join(ROLES)} (got {role!r})"
+        empty_ok = role in ("assistant", "function", "tool") and content is None  # a tool call's own turn
+        parts_ok = isinstance(content, list) and all(isinstance(part, dict) for part in content)
+        if not (isinstance(content, str) or parts_ok or empty_ok):
+            return f"messages[{i}].content must be a string or a list of parts, not {type(content).__name__}"
+    return None
 
 
 def bad_request(message: str) -> Exception:

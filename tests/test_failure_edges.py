@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from harness.fake_ollama import FakeOllama
 from harness.stack import KEY, ROOT, Proxy, closed_port_url, running_proxy
 
@@ -114,3 +116,51 @@ def test_a_stream_that_ends_cleanly_but_without_its_end_marker_is_cut_off(tmp_pa
         assert run.returncode == 1 and run.stdout == b"Half an ans\n"
         assert "the answer was cut off" in run.stderr.decode()
     assert [line["cache_hit"] for line in telemetry_lines()] == [False, False]
+
+
+BAD_BODIES = [  # what a client sent → the words the 400 must say; never forwarded to any tier
+    ({"stream": "yes"}, "stream must be true or false, not 'yes'"),
+    ({"stream": 1}, "stream must be true or false, not 1"),
+    ({"n": 100}, "n must be 1"),
+    ({"max_tokens": -1}, "max_tokens must be from 1 to 1,000,000 (got -1)"),
+    ({"max_tokens": 10**12}, "max_tokens must be from 1 to 1,000,000 (got 1000000000000)"),
+    ({"max_tokens": "lots"}, "max_tokens must be an integer, not 'lots'"),
+    ({"temperature": "hot"}, "temperature must be a number, not 'hot'"),
+    ({"temperature": 7}, "temperature must be from 0 to 2 (got 7)"),
+    ({"timeout": -1}, "timeout must be above 0 (got -1)"),
+    ({"messages": [{"role": "hacker", "content": "x"}]}, "messages[0].role must be one of system, developer, user"),
+    ({"messages": [{"role": "user", "content": {}}]}, "messages[0].content must be a string or a list of parts"),
+    ({"messages": [{"role": "user", "content": None}]}, "messages[0].content must be a string or a list of parts"),
+    ({"messages": "hi"}, "messages must be a non-empty list of objects with a role"),
+]
+
+
+@pytest.mark.parametrize(("change", "says"), BAD_BODIES, ids=[str(c) for c, _ in BAD_BODIES])
+def test_a_bad_body_is_a_400_that_names_the_field(proxy: Proxy, healthy: FakeOllama, change: dict, says: str) -> None:
+    body = {"model": "fast-9b", "messages": [{"role": "user", "content": "hi"}], **change}
+    resp = proxy.client.post("/v1/chat/completions", json=body)
+    assert resp.status_code == 400, resp.text
+    assert says in resp.json()["error"]["message"]
+    assert healthy.chat_requests() == []  # no tier saw it
+
+
+@pytest.mark.parametrize(
+    "raw", [b'{"model": "fast-9b", "messages": [{"role": "user", "content": "\xff"}]}', b"[" * 100_000]
+)
+def test_a_body_that_is_not_json_says_so(proxy: Proxy, healthy: FakeOllama, raw: bytes) -> None:
+    resp = proxy.client.post("/v1/chat/completions", content=raw, headers={"content-type": "application/json"})
+    assert resp.status_code == 400
+    assert "not valid JSON, or not UTF-8" in resp.json()["error"]["message"]
+    assert healthy.chat_requests() == []
+
+
+def test_a_tool_calls_turn_without_content_is_accepted(proxy: Proxy, healthy: FakeOllama) -> None:
+    """The OpenAI shape of a conversation with tools: the assistant's tool-call turn has content null."""
+    call = {"id": "c1", "type": "function", "function": {"name": "now", "arguments": "{}"}}
+    messages = [
+        {"role": "user", "content": "what time is it?"},
+        {"role": "assistant", "content": None, "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": "c1", "content": "12:00"},
+    ]
+    resp = proxy.client.post("/v1/chat/completions", json={"model": "fast-9b", "messages": messages})
+    assert resp.status_code == 200 and resp.headers["x-served-by"] == "fast-9b"
