@@ -101,6 +101,25 @@ class Stack:
         env.setdefault("PYTHONFAULTHANDLER", "1")  # a hard crash of a child leaves its Python stack in its log
         return env
 
+    def port_problem(self) -> str | None:
+        """Why the proxy could not listen where asked, said before anything starts: a port out of range, or one
+        in use (another `ask serve`, whose health check would otherwise answer for this one)."""
+        import socket
+
+        if not 1 <= self.port <= 65535:
+            return f"--port must be from 1 to 65535 (got {self.port})"
+        try:
+            with socket.socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds: a listener blocks
+                probe.bind((self.host, self.port))
+        except OSError as exc:
+            other = self.port + 100 if self.port < 65435 else self.port - 100
+            return (
+                f"{self.host}:{self.port} is in use ({exc.strerror}): another `ask serve`? stop it "
+                f"(`ask service status`), or start this one elsewhere: `ask serve --port {other}`"
+            )
+        return None
+
     def _mark(self, phase: str) -> None:
         self.timings[phase] = time.time()
 
@@ -109,6 +128,9 @@ class Stack:
         from ask_cli import secrets_file
 
         self._mark("start")
+        port_problem = self.port_problem()
+        if port_problem:
+            raise stack_config.ConfigError(port_problem)
         try:  # into this process too: the Redis and database checks read them like the proxy will
             added = secrets_file.apply(os.environ)
         except secrets_file.SecretsError as exc:
@@ -123,7 +145,7 @@ class Stack:
             run, dropped = stack_config.with_cloud(run, overlay)
             for line in dropped:
                 self.log(f"cloud lane {line}")
-        problems = stack_config.routing_problems(run)
+        problems = stack_config.config_problems(run) + stack_config.routing_problems(run)
         if problems:
             raise stack_config.ConfigError(f"{self.config}: {problems[0]}")
         stack_config.check_plugins(run, self.config)

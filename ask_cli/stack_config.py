@@ -105,6 +105,10 @@ def check_plugins(config: dict[str, Any], path: Path) -> None:
                     f"{path}: callback '{ref}' not found (no module {module}): fix litellm_settings.callbacks"
                 )
             source = file.read_text(encoding="utf-8") if file.exists() else ""
+            try:
+                compile(source, str(file), "exec")
+            except SyntaxError as exc:
+                raise ConfigError(f"{path}: callback '{ref}': {file.name} line {exc.lineno}: {exc.msg}") from None
             defines = (f"{attr} =", f"def {attr}", "def __getattr__")  # __getattr__: made when the proxy asks
             if file.exists() and not any(d in source for d in defines):
                 raise ConfigError(f"{path}: callback '{ref}': {file.name} defines no '{attr}'")
@@ -229,6 +233,42 @@ def without_keyless(config: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
 def with_cloud(config: dict[str, Any], overlay: Path) -> tuple[dict[str, Any], list[str]]:
     """The config plus the cloud overlay's lanes whose keys are set; one line per deployment left out."""
     return without_keyless(with_overlay(config, load(overlay)))
+
+
+TIMEOUT_KEYS = ("timeout", "stream_timeout")
+
+
+def config_problems(config: dict[str, Any]) -> list[str]:
+    """What would make the proxy start and then fail every request, or route outside its chains: an empty
+    `model_list`, a chain naming a tier that does not exist, a timeout that is not a positive number, a callback
+    that is not a `module.attribute` string. `ask serve` refuses to start on any of them."""
+    models = config.get("model_list") or []
+    if not models:
+        return ["model_list is empty: the proxy would answer 400 to everything; list the tiers (see README)"]
+    problems = []
+    names = {str(entry.get("model_name")) for entry in models if isinstance(entry, dict)}
+    for entry in models:
+        params = (entry.get("litellm_params") or {}) if isinstance(entry, dict) else {}
+        for key in TIMEOUT_KEYS:
+            value = params.get(key)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int | float) or value <= 0):
+                problems.append(f"model_list: '{entry.get('model_name')}' {key}: {value!r} is not a number of seconds")
+    for section in ("router_settings", "litellm_settings"):
+        settings = config.get(section) or {}
+        for key in CHAIN_KEYS:
+            value = settings.get(key)
+            if key == "default_fallbacks" and isinstance(value, list):
+                value = [{"*": value}]
+            for tier, targets in parse_chains(value).items():
+                for name in ([] if tier == "*" else [tier]) + list(targets):
+                    if name not in names:
+                        problems.append(
+                            f"{section}.{key}: '{name}' is not a tier (model_list has {', '.join(sorted(names))})"
+                        )
+    for name in (config.get("litellm_settings") or {}).get("callbacks") or []:
+        if not isinstance(name, str) or "." not in name:
+            problems.append(f"litellm_settings.callbacks: {name!r} is not a module.attribute name")
+    return problems
 
 
 def routing_problems(config: dict[str, Any]) -> list[str]:

@@ -261,17 +261,19 @@ def test_verbose_shows_litellms_output_live(tmp_path: Path, fake_ollama: object,
 
 
 def test_a_proxy_that_exits_while_starting_says_why(tmp_path: Path) -> None:
-    """The port is taken: LiteLLM's own error line reaches the terminal, not just "exited with code 3"."""
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        port = taken.getsockname()[1]
-        result = run_ask("serve", "--no-embedded", "--port", str(port), env=stack_env(tmp_path))
+    """A plugin that fails only when LiteLLM imports it: LiteLLM's own error line reaches the terminal, not just
+    "exited with code 3"."""
+    (tmp_path / "plugins").mkdir()
+    (tmp_path / "plugins" / "explodes.py").write_text('raise RuntimeError("explodes at import")\nhandler = None\n')
+    config = _config_with(tmp_path, "    - plugins.hot_path.handler", "    - plugins.explodes.handler")
+    result = run_ask(
+        "serve", "--no-embedded", "--port", str(free_port()), "--config", str(config), env=stack_env(tmp_path)
+    )
 
     assert result.returncode == 1
     log = tmp_path / "data" / "ask" / "logs" / "litellm.log"
     assert "ask: proxy exited with code " in result.stderr and f" while starting; from {log}:" in result.stderr
-    assert f"error while attempting to bind on address ('127.0.0.1', {port}): address already in use" in result.stderr
+    assert "explodes at import" in result.stderr
 
 
 @pytest.mark.parametrize(
@@ -300,3 +302,78 @@ def test_a_budget_that_is_not_a_number_stops_the_start(
     assert result.returncode == 2
     [line] = result.stderr.strip().splitlines()
     assert line.startswith(f"ask: {config}: ") and line.endswith(says)
+
+
+def _config_with(tmp_path: Path, old: str, new: str) -> Path:
+    config = tmp_path / "litellm-config.yaml"
+    text = CONFIG.read_text()
+    assert old in text
+    config.write_text(text.replace(old, new, 1))
+    return config
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "says"),
+    [
+        (
+            "- coder-30b: [fast-9b, fast-3b, tiny]",
+            "- coder-30b: [fast-9b, fast-4b, tiny]",
+            "router_settings.fallbacks: 'fast-4b' is not a tier (model_list has coder-30b, council, fast-1b,",
+        ),
+        (
+            "      timeout: 60\n",
+            "      timeout: sixty\n",
+            "model_list: 'fast-9b' timeout: 'sixty' is not a number of seconds",
+        ),
+        (
+            "    - plugins.hot_path.handler",
+            "    - 42\n    - plugins.hot_path.handler",
+            "litellm_settings.callbacks: 42 is not a module.attribute name",
+        ),
+    ],
+    ids=["unknown-fallback-target", "timeout-not-a-number", "callback-not-a-string"],
+)
+def test_a_config_that_would_misroute_stops_the_start(tmp_path: Path, old: str, new: str, says: str) -> None:
+    config = _config_with(tmp_path, old, new)
+    result = run_ask("serve", "--config", str(config), env=stack_env(tmp_path), timeout=30)
+    assert result.returncode == 2
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith(f"ask: {config}: {says}")
+
+
+def test_an_empty_model_list_stops_the_start(tmp_path: Path) -> None:
+    config = tmp_path / "litellm-config.yaml"
+    config.write_text("model_list: []\n")
+    result = run_ask("serve", "--config", str(config), env=stack_env(tmp_path), timeout=30)
+    assert result.returncode == 2
+    assert "model_list is empty" in result.stderr
+
+
+def test_a_plugin_with_a_syntax_error_is_one_line(tmp_path: Path) -> None:
+    """The plugin is a file next to the config (as LiteLLM finds it): its error in one line, not a traceback."""
+    (tmp_path / "plugins").mkdir()
+    (tmp_path / "plugins" / "broken.py").write_text("handler = (\n")
+    config = _config_with(tmp_path, "    - plugins.hot_path.handler", "    - plugins.broken.handler")
+    result = run_ask("serve", "--config", str(config), env=stack_env(tmp_path), timeout=30)
+    assert result.returncode == 2
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith(f"ask: {config}: callback 'plugins.broken.handler': broken.py line 1: ")
+
+
+@pytest.mark.parametrize("port", ["70000", "0"])
+def test_a_port_out_of_range_stops_the_start(tmp_path: Path, port: str) -> None:
+    result = run_ask("serve", "--port", port, env=stack_env(tmp_path), timeout=30)
+    assert result.returncode == 2
+    assert f"--port must be from 1 to 65535 (got {port})" in result.stderr
+
+
+def test_a_busy_port_stops_the_start_before_anything_runs(tmp_path: Path) -> None:
+    """Another server on the port (a first `ask serve`): said at once, nothing started, nothing left behind."""
+
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        result = run_ask("serve", "--port", str(port), env=stack_env(tmp_path), timeout=30)
+    assert result.returncode == 2
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith(f"ask: 127.0.0.1:{port} is in use") and f"ask serve --port {port + 100}" in line
+    assert not (tmp_path / "data" / "ask" / "logs").exists()  # no child was started
