@@ -41,6 +41,7 @@ CHECK_TIMEOUT_S = 0.5  # each backend check at start: a black-holed backend must
 TAIL_LINES = 20  # of a child's log, said when it exits and no error line says why
 TIMINGS_ENV = "ASK_SERVE_TIMINGS"  # a file: when each start phase ended (epoch seconds), for bench/start.py
 EMBEDDED = "embedded model"
+RESTART_MAX_S = 30.0  # the longest wait before the embedded model is started again
 STATUS = {"ok": "ok", "warn": "warn", "FAIL": "down"}  # at start, a tier that does not answer is not a failure
 
 
@@ -66,6 +67,8 @@ class Child:
     ready: Callable[[str, float], bool]
     log: Path | None  # None with -v: its output went to the terminal
     up: bool = False
+    spawn: tuple[list[str], dict[str, str], Path | None] | None = None  # how to start it again (cmd, env, cwd)
+    restarts: int = 0
 
 
 @dataclass
@@ -266,7 +269,7 @@ class Stack:
             if not isinstance(out, int):
                 out.close()
         self.children.append((name, proc))
-        self.started.append(Child(name, proc, ready_url, ready, log))
+        self.started.append(Child(name, proc, ready_url, ready, log, spawn=(cmd, env, cwd)))
 
     def _say_done(self, warnings: list[Future[str]], wait: bool = False) -> None:
         """Say each finished warning once (`wait`: all of them; each check is capped at 2 s)."""
@@ -297,24 +300,57 @@ class Stack:
                 raise RuntimeError(f"the {late} did not answer within {READY_TIMEOUT_S:.0f} s")
             time.sleep(processes.POLL_S)
 
-    def _exited(self, child: Child, when: str = "") -> str:
-        """`<name> exited with code N`, and why: the end of its log (with -v it is on the terminal already)."""
+    @staticmethod
+    def _how(child: Child) -> str:
+        """`<name> exited with code N` or `<name> was killed by signal N`."""
         code = child.proc.returncode
         how = f"was killed by signal {-code}" if code is not None and code < 0 else f"exited with code {code}"
-        said = f"{child.name} {how}{when}"
+        return f"{child.name} {how}"
+
+    def _exited(self, child: Child, when: str = "") -> str:
+        """`<name> exited with code N`, and why: the end of its log (with -v it is on the terminal already)."""
+        said = f"{self._how(child)}{when}"
         if child.log is None:
             return f"{said} (see above)"
         why = processes.why_it_stopped(child.log, TAIL_LINES)
         return f"{said}; from {_home(child.log)}:\n{why}" if why else f"{said} ({_home(child.log)} is empty)"
 
     def watch(self) -> int:
-        """Block until a child exits (then report it: 1) or a signal stops the stack (see `stopping_on_signals`)."""
+        """Block until the proxy exits (then report it: 1) or a signal stops the stack (see
+        `stopping_on_signals`). The embedded model is restarted when it exits, after 1, 2, 4 … 30 s: every
+        other tier keeps answering meanwhile, and `tiny` is back within seconds."""
+        restart_at: dict[str, float] = {}
         while True:
-            for child in self.started:
-                if child.proc.poll() is not None:
+            for child in list(self.started):
+                if child.proc.poll() is None:
+                    if not child.up and child.restarts and child.ready(child.ready_url, 0.5):
+                        child.up = True
+                        self.log(f"{child.name}: answering again")
+                    continue
+                if child.name != EMBEDDED or child.spawn is None:
                     self.log(f"{self._exited(child)}\nstopping the stack")
                     return 1
+                if child.name not in restart_at:
+                    delay = min(RESTART_MAX_S, 2.0**child.restarts)
+                    restart_at[child.name] = time.monotonic() + delay
+                    where = f" (its log: {_home(child.log)})" if child.log else ""
+                    self.log(f"{self._how(child)}; restarting it in {delay:g} s{where}")
+                elif time.monotonic() >= restart_at[child.name]:
+                    del restart_at[child.name]
+                    self._restart(child)
             time.sleep(0.2)
+
+    def _restart(self, child: Child) -> None:
+        assert child.spawn is not None
+        cmd, env, cwd = child.spawn
+        out: int | IO[bytes] = sys.stderr.fileno() if child.log is None else processes.private_log(child.log)
+        try:
+            proc = processes.spawn(cmd, env, cwd, stdout=out)
+        finally:
+            if not isinstance(out, int):
+                out.close()
+        self.children = [(name, proc if name == child.name else old) for name, old in self.children]
+        child.proc, child.up, child.restarts = proc, False, child.restarts + 1
 
     def stop(self) -> None:
         """SIGTERM each child's process group, SIGKILL what has not gone in 15 s. Signals wait meanwhile."""

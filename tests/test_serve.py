@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import stat
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -377,3 +380,53 @@ def test_a_busy_port_stops_the_start_before_anything_runs(tmp_path: Path) -> Non
     [line] = result.stderr.strip().splitlines()
     assert line.startswith(f"ask: 127.0.0.1:{port} is in use") and f"ask serve --port {port + 100}" in line
     assert not (tmp_path / "data" / "ask" / "logs").exists()  # no child was started
+
+
+@pytest.mark.real_model
+def test_the_embedded_model_killed_is_restarted_and_the_stack_keeps_serving(tmp_path: Path) -> None:
+    """`tiny` dies (the OOM killer, a crash): one line, a restart after a second, `tiny` answers again through
+    the same proxy; the stack never stopped."""
+    import httpx
+
+    proxy_port, tiny_port = free_port(), free_port()
+    env = stack_env(
+        tmp_path,
+        OLLAMA_API_BASE=closed_port_url(),
+        LLAMA_SWAP_API_BASE=closed_port_url("/v1"),
+        TINY_API_BASE=f"http://127.0.0.1:{tiny_port}/v1",
+    )
+    said = tmp_path / "serve.err"
+    with said.open("w") as err:
+        proc = _serve("--port", str(proxy_port), "--no-warm", env=env, stdout=subprocess.DEVNULL, stderr=err)
+    url = f"http://127.0.0.1:{proxy_port}/v1/chat/completions"
+    body = {"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
+    headers = {"Authorization": f"Bearer {env['LITELLM_MASTER_KEY']}"}
+
+    def tiny_answers() -> bool:
+        try:
+            resp = httpx.post(url, json={**body, "cache": {"no-cache": True}}, headers=headers, timeout=30)
+        except httpx.HTTPError:
+            return False
+        return resp.status_code == 200 and resp.headers.get("x-served-by") == "tiny"
+
+    def eventually(condition: Callable[[], bool], what: str, within_s: float = 90) -> None:
+        deadline = time.monotonic() + within_s
+        while not condition():
+            assert proc.poll() is None, f"ask serve stopped: {said.read_text()[-2000:]}"
+            assert time.monotonic() < deadline, f"{what}: {said.read_text()[-2000:]}"
+            time.sleep(0.2)
+
+    try:
+        eventually(tiny_answers, "tiny never answered")
+        pids = subprocess.run(
+            ["pgrep", "-f", f"ask_cli.embedded --host 127.0.0.1 --port {tiny_port}"], capture_output=True, text=True
+        ).stdout.split()
+        assert len(pids) == 1, pids
+        os.kill(int(pids[0]), signal.SIGKILL)
+        eventually(lambda: "embedded model: answering again" in said.read_text(), "no restart")
+        assert tiny_answers()
+        assert proc.poll() is None
+    finally:
+        _stop(proc)
+    text = said.read_text()
+    assert "embedded model was killed by signal 9; restarting it in 1 s (its log: " in text
