@@ -164,3 +164,17 @@ def test_a_tool_calls_turn_without_content_is_accepted(proxy: Proxy, healthy: Fa
     ]
     resp = proxy.client.post("/v1/chat/completions", json={"model": "fast-9b", "messages": messages})
     assert resp.status_code == 200 and resp.headers["x-served-by"] == "fast-9b"
+
+
+def test_request_text_cannot_forge_a_log_line(proxy: Proxy, healthy: FakeOllama) -> None:
+    """A model name with CR/LF reaches LiteLLM's own error log and ours: each stays one escaped line."""
+    marker = f"FORGED-{time.time_ns()}"
+    resp = proxy.chat(f"evil\r\n{marker} INFO all is well")
+    assert resp.status_code == 400
+    deadline = time.monotonic() + 10
+    while marker not in proxy.log_text():
+        assert time.monotonic() < deadline, "the refused request was not logged at all"
+        time.sleep(0.05)
+    lines = [line for line in proxy.log_text().splitlines() if marker in line]
+    assert lines and not any(line.startswith(marker) for line in lines)
+    assert all("evil\\r\\n" + marker in line for line in lines)

@@ -385,7 +385,7 @@ def test_a_busy_port_stops_the_start_before_anything_runs(tmp_path: Path) -> Non
 @pytest.mark.real_model
 def test_the_embedded_model_killed_is_restarted_and_the_stack_keeps_serving(tmp_path: Path) -> None:
     """`tiny` dies (the OOM killer, a crash): one line, a restart after a second, `tiny` answers again through
-    the same proxy; the stack never stopped."""
+    the same proxy; the stack never stopped. The embedded server answers only with the key ask serve gave it."""
     import httpx
 
     proxy_port, tiny_port = free_port(), free_port()
@@ -418,6 +418,9 @@ def test_the_embedded_model_killed_is_restarted_and_the_stack_keeps_serving(tmp_
 
     try:
         eventually(tiny_answers, "tiny never answered")
+        tiny = f"http://127.0.0.1:{tiny_port}"
+        assert httpx.post(f"{tiny}/v1/chat/completions", json=body, timeout=30).status_code == 401  # no key
+        assert httpx.get(f"{tiny}/props", timeout=30).status_code == 401  # nor the weights' path
         pids = subprocess.run(
             ["pgrep", "-f", f"ask_cli.embedded --host 127.0.0.1 --port {tiny_port}"], capture_output=True, text=True
         ).stdout.split()
