@@ -102,7 +102,7 @@ FAULTS: tuple[str, ...] = (
     "context_overflow",
     "slow",
 )
-_FAULT_PARAMS = frozenset({"delay_s", "token_delay_s", "times", "message"})
+_FAULT_PARAMS = frozenset({"delay_s", "token_delay_s", "times", "message", "after"})
 
 RUNNER_KILLED = "llama runner process has terminated: signal: killed"
 RUNNER_STREAM_ERROR = "an error was encountered while running the model: unexpected EOF"
@@ -383,7 +383,8 @@ class FakeOllama:
 
     Faults (``set_fault(tag, name, **params)``) apply to /api/chat and /api/generate for that tag:
     http_500, not_found, drop_before_headers, drop_mid_stream, stream_error, timeout (``delay_s``=30),
-    context_overflow, slow (``delay_s``, ``token_delay_s``). Every fault also takes ``times`` (apply to the
+    context_overflow, slow (``delay_s``, ``token_delay_s``); drop_mid_stream and stream_error take ``after``, the
+    pieces sent before the cut (default 2; 0: the first line). Every fault also takes ``times`` (apply to the
     next N requests, then clear) and the error faults take ``message``. With scheduling, ``slow``, ``timeout``,
     ``drop_mid_stream`` and ``stream_error`` strike after the model is loaded and while the request holds one
     of its slots; ``http_500``, ``not_found`` and ``drop_before_headers`` answer before any scheduling.
@@ -1681,7 +1682,12 @@ class _Handler(BaseHTTPRequestHandler):
             pieces, done_reason = pieces[:num_predict], "length"
 
         token_delay = float(params.get("token_delay_s", 0.0)) if fault and fault.name == "slow" else 0.0
-        cut_at = min(2, len(pieces)) if fault and fault.name in ("drop_mid_stream", "stream_error") else None
+        # `after`: how many pieces go out before the cut (default 2); 0 is Ollama's error as the stream's first line
+        cut_at = (
+            min(int(params.get("after", 2)), len(pieces))
+            if fault and fault.name in ("drop_mid_stream", "stream_error")
+            else None
+        )
 
         def final(first: float, last: float) -> dict:
             end = time.perf_counter()
@@ -1719,6 +1725,11 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(200, obj)
             return
 
+        if fault and fault.name == "stream_error" and cut_at == 0:
+            # server/routes.go streamResponse: an error before anything was written is an HTTP status with a
+            # JSON body (500 unless it says otherwise); only after content is it one more NDJSON line.
+            self._send_json(500, {"error": params.get("message") or RUNNER_STREAM_ERROR})
+            return
         self._start_stream()
         first = time.perf_counter()
         for i, (kind, piece) in enumerate(pieces):

@@ -178,3 +178,28 @@ def test_request_text_cannot_forge_a_log_line(proxy: Proxy, healthy: FakeOllama)
     lines = [line for line in proxy.log_text().splitlines() if marker in line]
     assert lines and not any(line.startswith(marker) for line in lines)
     assert all("evil\\r\\n" + marker in line for line in lines)
+
+
+def test_an_ollama_error_before_any_content_takes_the_chain(proxy: Proxy, healthy: FakeOllama) -> None:
+    """Ollama answers an error that comes before any content with HTTP 500 (routes.go streamResponse): the
+    request walks its chain like any failed hop, with Ollama's words in the record."""
+    healthy.set_fault(NINE_B, "stream_error", after=0)
+    result = proxy.stream("fast-9b", "an error first")
+    assert result.status == 200 and result.error is None and result.done
+    assert result.headers["x-served-by"] == "fast-3b" and result.headers["x-demoted-from"] == "fast-9b"
+    record = proxy.demotion(result.headers.get("x-litellm-call-id"))
+    assert record["failed"][0].startswith("fast-9b: HTTP 500: an error was encountered while running the model")
+
+
+def test_an_ollama_error_line_after_content_is_the_backends_error_not_the_clients(
+    proxy: Proxy, healthy: FakeOllama
+) -> None:
+    """A runner dying mid-answer: the stream ends with an error event in Ollama's words, as a server error (500),
+    never LiteLLM's 400 'unexpected response' that blames the request."""
+    healthy.set_fault(NINE_B, "stream_error")
+    result = proxy.stream("fast-9b", "an error after two pieces")
+    assert result.text.startswith("Hello ") and not result.done
+    assert result.error is not None
+    error = json.loads(result.error)
+    assert "an error was encountered while running the model" in error["message"]
+    assert "KeyError" not in error["message"] and str(error.get("code")) == "500"
