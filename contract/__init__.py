@@ -41,9 +41,9 @@ BACKEND_DEFAULTS: dict[str, str] = {
 # addresses default inside LiteLLM when their *_API_BASE is unset.
 CLOUD_DEFAULTS: dict[str, str] = {"GEMINI_API_BASE": "https://generativelanguage.googleapis.com/v1beta/openai"}
 PROXY_URL_ENV, DEFAULT_PROXY_URL = "ASK_PROXY_URL", "http://127.0.0.1:4000"
-# The embedded model's API key: `ask serve` gives it (and the proxy's `tiny` deployment) the master key, so no
-# other local program reads it or its /props; a server started by hand without one takes any key.
-TINY_KEY_ENV, NO_KEY = "TINY_API_KEY", "no-key-needed"
+# The embedded model's API key: `ask serve` gives it the master key (the key the proxy's `tiny` deployment
+# sends), so no other local program uses it or reads its /props; a server started without one takes any key.
+TINY_KEY_ENV = "TINY_API_KEY"
 
 
 def no_cache() -> dict[str, bool]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from contract import BACKEND_DEFAULTS, CLOUD_DEFAULTS, NO_KEY, TINY_KEY_ENV
+from contract import BACKEND_DEFAULTS, CLOUD_DEFAULTS
 from contract.paths import KEY_ENV, master_key
 
 
@@ -23,8 +23,6 @@ def apply() -> None:
             os.environ[name] = value
     if not os.environ.get(KEY_ENV):
         os.environ[KEY_ENV] = master_key() or ""
-    if not os.environ.get(TINY_KEY_ENV):
-        os.environ[TINY_KEY_ENV] = NO_KEY  # an embedded model started by hand, without a key
 
 
 def __getattr__(name: str) -> Any:

@@ -45,11 +45,17 @@ LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
 WARM = "warm"  # body `metadata.ram_budget`: `ask warm` never waits for, or pushes out, a busy model
 log = logger("ram_budget")
 PROBE_TTL_S = 1.0  # a warm request trusts what `/api/ps` said this recently
+# Ollama answers /api/ps from its scheduler's state (server/sched.go loadedModels), at once even while it
+# generates; only briefly late while a load reads the model's metadata and spawns its runner under the same lock
+# (sched.go load). Silence this long is a hung backend (SIGSTOP, a wedged server): its tiers are passed over at
+# once, the whole chain in about this long, instead of each hop waiting out its own 15-90 s timeout.
+PROBE_TIMEOUT_S = 5.0
 LOADING_MARGIN_S = 5.0  # added to a cold attempt's timeout beyond the load time itself
 
 
-class WouldNotFit(Exception):
-    """A local model that cannot be loaded within the budget now: the router moves down the chain."""
+class Refused(Exception):
+    """A local model that cannot be used now (it would not fit, or its backend hangs): the router moves down the
+    chain, and the reason is the hop's in the headers and the demotion log."""
 
     status_code = 503
 
@@ -146,12 +152,13 @@ class Budget:
         self.sizes: dict[Runner, float] = {}  # runner → model_info.resident_gb (the yaml's)
         self.tiers: dict[Runner, str] = {}  # runner → the first tier that uses it
         self.lock = threading.Lock()
-        self._resident: dict[Runner, Resident] = {}
-        self._probed = 0.0
+        self._rows: dict[str, dict[Runner, Resident]] = {}  # backend base → what it said is loaded
+        self._probed: dict[str, float] = {}  # backend base → when it was asked
         self._switch: asyncio.Lock | None = None
         self._client: httpx.AsyncClient | None = None
         self._said_bad_budget = False
         self._figures: tuple[float | None, str | None] = (None, None)  # the last decision's budget and source
+        self.hung: dict[str, float] = {}  # backend base → when its probe last timed out
 
     def learn(self, deployments: list[Deployment]) -> None:
         """Every local runner the tiers name, with its yaml size and the first tier that uses it: what is
@@ -186,22 +193,27 @@ class Budget:
     # -- what is resident ---------------------------------------------------------------------------------
     def http(self) -> httpx.AsyncClient:
         if self._client is None:
-            self._client = httpx.AsyncClient(timeout=httpx.Timeout(5.0, connect=1.0))
+            self._client = httpx.AsyncClient(timeout=httpx.Timeout(PROBE_TIMEOUT_S, connect=1.0))
         return self._client
 
     async def resident(self, bases: set[tuple[str, str]], fresh: bool) -> dict[Runner, Resident]:
         """Every model loaded on the local backends in `bases` ((runtime, base)), from Ollama's `/api/ps` or
         llama-swap's `/running`; the embedded model while its server answers `/health`. A backend that does not
-        answer holds nothing. Asked at once, not one after the other."""
-        if not fresh and time.monotonic() - self._probed < PROBE_TTL_S:
-            return self._resident
-        found: dict[Runner, Resident] = {}
-        for rows in await asyncio.gather(*(self._loaded(runtime, base) for runtime, base in sorted(bases))):
-            found.update(rows)
-        for runner in [r for r in self.loading if r in found or not self.busy(r)]:
+        answer holds nothing. Asked at once, not one after the other; unless `fresh`, a backend asked less than
+        `PROBE_TTL_S` ago is not asked again (a warm request asks only its own)."""
+        now = time.monotonic()
+        stale = sorted(b for b in bases if fresh or now - self._probed.get(b[1], 0.0) >= PROBE_TTL_S)
+        for (_runtime, base), rows in zip(stale, await asyncio.gather(*(self._loaded(*b) for b in stale)), strict=True):
+            self._rows[base], self._probed[base] = rows, time.monotonic()
+        found = {r: row for runtime, base in bases for r, row in self._rows.get(base, {}).items()}
+        asked = {base for _runtime, base in stale}
+        for runner in [r for r in self.loading if r.base in asked and (r in found or not self.busy(r))]:
             del self.loading[runner]  # loaded, or its load was given up
-        self._resident, self._probed = found, time.monotonic()
         return found
+
+    def known(self) -> dict[Runner, Resident]:
+        """What the last probes found, every backend."""
+        return {r: row for rows in self._rows.values() for r, row in rows.items()}
 
     async def _loaded(self, runtime: str, base: str) -> dict[Runner, Resident]:
         found: dict[Runner, Resident] = {}
@@ -220,8 +232,12 @@ class Budget:
                 for row in (await self.http().get(f"{base}/running")).json().get("running") or []:
                     runner = Runner(runtime, base, _tag(str(row.get("model") or "")))
                     found[runner] = Resident(self.sizes.get(runner, 0.0), self.tiers.get(runner))
+        except httpx.TimeoutException:
+            self.hung[base] = time.monotonic()
+            return found
         except (httpx.HTTPError, ValueError, AttributeError) as exc:
             log.debug("ram budget: %s %s did not say what is loaded (%s)", runtime, base, exc)
+        self.hung.pop(base, None)
         return found
 
     async def unload(self, runner: Runner) -> None:
@@ -232,7 +248,7 @@ class Budget:
 
     # -- deciding -----------------------------------------------------------------------------------------
     async def admit(self, kwargs: dict[str, Any], deployment: Deployment, runner: Runner) -> None:
-        """Return when `runner` may be used for this attempt; raise WouldNotFit when it may not."""
+        """Return when `runner` may be used for this attempt; raise Refused when it may not."""
         call_id = str(kwargs.get("litellm_call_id") or id(kwargs))
         tier = deployment.tier
         self.end(call_id)  # an earlier hop of this call is over
@@ -240,7 +256,8 @@ class Budget:
             self.learn(provenance.served_tiers().deployments())
         self.learn([deployment])
         timeout_s = float(kwargs.get("timeout") or 60)
-        resident = await self.resident(self.bases(), fresh=False)
+        resident = await self.resident({(runner.runtime, runner.base)}, fresh=False)
+        self.alive(tier, runner)
         if runner not in self.unloading:
             if runner in resident:
                 self.begin(call_id, runner, tier, timeout_s)
@@ -273,6 +290,12 @@ class Budget:
             self.publish()
         kwargs["timeout"] = self.cold_timeout(kwargs, timeout_s, needed)
 
+    def alive(self, tier: str, runner: Runner) -> None:
+        """Refuse an attempt on a backend whose last probe timed out: it would hang until the hop's timeout."""
+        if runner.base in self.hung:
+            why = f"{runner.runtime} at {runner.base} did not answer within {PROBE_TIMEOUT_S:g} s (hung?)"
+            raise Refused(tier, why)
+
     def cold_timeout(self, kwargs: Mapping[str, Any], timeout_s: float, gb: float) -> float:
         """Ollama sends nothing until the model is loaded: that time is not the warm model's timeout to spend.
         A timeout the client set itself is its own: kept as it is."""
@@ -291,9 +314,10 @@ class Budget:
         entry: dict[str, Any],
         timeout_s: float,
     ) -> None:
-        """Holding the switch: make room for `runner` and return, or raise WouldNotFit."""
+        """Holding the switch: make room for `runner` and return, or raise Refused."""
         while True:
             resident = await self.resident(self.bases(), fresh=True)
+            self.alive(tier, runner)
             if runner in resident or (runner in self.loading and self.busy(runner)):  # an earlier request did
                 self.begin(call_id, runner, tier, timeout_s)
                 return
@@ -359,12 +383,12 @@ class Budget:
             while set(victims) & set(await self.resident(bases, fresh=True)):
                 if time.monotonic() >= give_up:
                     stuck = ", ".join(held[r].tier or r.model for r in victims)
-                    raise WouldNotFit(tier, f"{stuck} still loaded {self.policy.unload_wait_s:g} s after its unload")
+                    raise Refused(tier, f"{stuck} still loaded {self.policy.unload_wait_s:g} s after its unload")
                 await asyncio.sleep(self.policy.poll_s)
         finally:
             for runner in victims:
                 self.unloading.pop(runner, None)
-            self._probed = 0.0
+            self._probed.clear()
 
     def explicit(self) -> tuple[float | None, str]:
         """The budget given by hand, if any; a value that is not a number of GB is said once and ignored (`ask
@@ -383,7 +407,7 @@ class Budget:
     ) -> None:
         if total is not None:
             self._figures = (total, source)
-        rows = held if held is not None else self._resident
+        rows = held if held is not None else self.known()
         state = {
             "pid": os.getpid(),
             "updated": time.time(),
@@ -409,9 +433,9 @@ class Budget:
             log.debug("ram budget: state not written (%s)", exc)
 
 
-def refusal(tier: str, needed: float, why: str, alone: bool = False) -> WouldNotFit:
+def refusal(tier: str, needed: float, why: str, alone: bool = False) -> Refused:
     """`coder-30b: would not fit (19.5 GB needed, 7.2 GB held by fast-9b, busy)`."""
-    return WouldNotFit(tier, f"would not fit{' even alone' if alone else ''} ({needed:.1f} GB needed, {why})")
+    return Refused(tier, f"would not fit{' even alone' if alone else ''} ({needed:.1f} GB needed, {why})")
 
 
 def _left(expires_at: Any) -> float:
@@ -451,7 +475,7 @@ class RamBudget(CustomLogger):
             return kwargs
         try:
             await budget.admit(kwargs, deployment, runner)
-        except WouldNotFit as exc:
+        except Refused as exc:
             provenance.note_failure(kwargs.get("litellm_call_id"), exc.tier, exc.reason)
             log.warning("ram budget: %s", exc)
             raise

@@ -203,3 +203,30 @@ def test_an_ollama_error_line_after_content_is_the_backends_error_not_the_client
     error = json.loads(result.error)
     assert "an error was encountered while running the model" in error["message"]
     assert "KeyError" not in error["message"] and str(error.get("code")) == "500"
+
+
+def test_a_hung_ollama_is_passed_over_in_seconds_not_timeouts(tmp_path: Path, tiny_url: str) -> None:
+    """Ollama stopped (SIGSTOP: it accepts, then says nothing): every Ollama tier of the chain is passed over
+    with the reason, and the embedded model answers, instead of each hop waiting out its 15-30 s timeout."""
+    from harness.stack import fake_ollama_server
+
+    ollama = fake_ollama_server(tmp_path / "ollama.log").start(30)
+    try:
+        with running_proxy(
+            tmp_path, OLLAMA_API_BASE=ollama.url, TINY_API_BASE=tiny_url, LLAMA_SWAP_API_BASE=closed_port_url("/v1")
+        ) as proxy:
+            assert proxy.chat("fast-9b", "warm", max_tokens=4).headers["x-served-by"] == "fast-9b"
+            assert ollama.proc is not None
+            os.kill(ollama.proc.pid, signal.SIGSTOP)
+            try:
+                result = proxy.stream("fast-9b", "are you there?", max_tokens=8)
+            finally:
+                os.kill(ollama.proc.pid, signal.SIGCONT)
+            assert result.headers["x-served-by"] == "tiny" and result.done
+            record = proxy.demotion(result.headers.get("x-litellm-call-id"))
+    finally:
+        ollama.stop()
+    from plugins.ram_budget import PROBE_TIMEOUT_S
+
+    hung = f"ollama at {ollama.url} did not answer within {PROBE_TIMEOUT_S:g} s (hung?)"
+    assert record["failed"] == [f"{tier}: {hung}" for tier in ("fast-9b", "fast-3b", "fast-1b")]
