@@ -15,6 +15,7 @@ import asyncio
 import json
 import os
 import time
+from collections.abc import AsyncGenerator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -159,6 +160,29 @@ class DemotionLog(CustomLogger):
         self._write(verdict, _since_received(request_data.get("metadata") or {}))
         tried = "; ".join(str(h) for h in verdict.hops)
         return _http_error(original_exception, council or f"every tier in the chain for '{requested}' failed ({tried})")
+
+    async def async_post_call_streaming_iterator_hook(
+        self, user_api_key_dict: Any, response: Any, request_data: dict
+    ) -> AsyncGenerator[Any, None]:
+        """A stream that breaks after its first bytes reached the client has no failure event of LiteLLM's:
+        the record is written here (the tier that was answering, and why), then the error goes on."""
+        try:
+            async for chunk in response:
+                yield chunk
+        except Exception as exc:
+            await self._stream_broke(request_data, response, exc)
+            raise
+
+    async def _stream_broke(self, request_data: dict, response: Any, exc: BaseException) -> None:
+        call_id = request_data.get("litellm_call_id") or ""
+        requested = provenance.requested_tier(request_data)
+        if not requested:
+            return
+        found = provenance.of_response(request_data, response)
+        answering = (found.served if found else None) or requested
+        provenance.note_failure(call_id, answering, f"{short_reason(exc)}, mid-answer")
+        verdict = await provenance.verdict(call_id, requested, None, True, broke_at=answering)
+        self._write(verdict, _since_received(request_data.get("metadata") or {}))
 
     # -- writing --------------------------------------------------------------------------------------
     def _write(self, verdict: provenance.Verdict, latency_s: float | None) -> None:

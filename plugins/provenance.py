@@ -312,10 +312,13 @@ def _path(requested: str, served: str | None, escalated: set[str]) -> list[str]:
     return path
 
 
-async def verdict(call_id: str, requested: str, served: str | None, stream: bool) -> Verdict:
+async def verdict(
+    call_id: str, requested: str, served: str | None, stream: bool, broke_at: str | None = None
+) -> Verdict:
     """The hops of one call in chain order: its failed and refused attempts, the tiers that failed without a
     report (a stream that broke mid-way), the tiers passed over (cooling down), then any attempt outside the
-    configured chain. The call's attempts are consumed."""
+    configured chain; up to `broke_at`, the tier whose answer broke after reaching the client (nothing after it
+    was tried). The call's attempts are consumed."""
     found = _ledgers.get(call_id) or Ledger()
     failures, attempted = list(found.failures), set(found.attempts)
     forget(call_id)
@@ -332,6 +335,8 @@ async def verdict(call_id: str, requested: str, served: str | None, stream: bool
         else:
             cooling = await cooling_down(tier)
             hops.append(Hop(tier, "skipped, cooling down after recent failures" if cooling else "skipped"))
+        if tier == broke_at:
+            break
     listed = {h.tier for h in hops}
     hops.extend(h for h in failures if h.tier not in listed)
     return Verdict(call_id=call_id, requested=requested, served=served, hops=hops, stream=stream)

@@ -203,6 +203,11 @@ def test_an_ollama_error_line_after_content_is_the_backends_error_not_the_client
     error = json.loads(result.error)
     assert "an error was encountered while running the model" in error["message"]
     assert "KeyError" not in error["message"] and str(error.get("code")) == "500"
+    record = proxy.demotion(result.headers.get("x-litellm-call-id"))  # the broken answer is on record
+    assert record["served"] is None and record["stream"] is True
+    assert record["failed"] == [
+        "fast-9b: HTTP 500: an error was encountered while running the model: unexpected EOF, mid-answer"
+    ]
 
 
 def test_a_hung_ollama_is_passed_over_in_seconds_not_timeouts(tmp_path: Path, tiny_url: str) -> None:
