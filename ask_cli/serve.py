@@ -42,6 +42,7 @@ TAIL_LINES = 20  # of a child's log, said when it exits and no error line says w
 TIMINGS_ENV = "ASK_SERVE_TIMINGS"  # a file: when each start phase ended (epoch seconds), for bench/start.py
 EMBEDDED = "embedded model"
 RESTART_MAX_S = 30.0  # the longest wait before the embedded model is started again
+REDIS_CHECK_S = 2.0  # how often a running stack asks Redis whether it answers
 STATUS = {"ok": "ok", "warn": "warn", "FAIL": "down"}  # at start, a tier that does not answer is not a failure
 
 
@@ -321,7 +322,10 @@ class Stack:
         `stopping_on_signals`). The embedded model is restarted when it exits, after 1, 2, 4 … 30 s: every
         other tier keeps answering meanwhile, and `tiny` is back within seconds."""
         restart_at: dict[str, float] = {}
+        redis = RedisWatch(self.log) if os.environ.get("REDIS_HOST") else None
         while True:
+            if redis is not None:
+                redis.check()
             for child in list(self.started):
                 if child.proc.poll() is None:
                     if not child.up and child.restarts and child.ready(child.ready_url, 0.5):
@@ -398,6 +402,36 @@ def _redis_warning() -> str:
         if check.status != "ok":
             return f"warning: {check.what}; serving without the shared cache until it answers (fix: {check.fix})"
     return ""
+
+
+class RedisWatch:
+    """Says once when Redis stops answering and once when it is back: the proxy serves meanwhile, uncached and
+    unshared, and LiteLLM's own errors about it would otherwise be the only trace (in its log)."""
+
+    def __init__(self, log: Callable[[str], None], every_s: float = REDIS_CHECK_S) -> None:
+        self.log, self.every_s = log, every_s
+        self.answering = self._answers()[0]  # as the start found it: `_redis_warning` has said so already
+        self.next = time.monotonic() + every_s
+
+    @staticmethod
+    def _answers() -> tuple[bool, list[Check]]:
+        from ask_cli.doctor import check_redis
+
+        checks = check_redis(timeout=stack_config.REDIS_TIMEOUT_S * 2)
+        return all(c.status == "ok" for c in checks), checks
+
+    def check(self) -> None:
+        if time.monotonic() < self.next:
+            return
+        answering, checks = self._answers()
+        self.next = time.monotonic() + self.every_s
+        if answering != self.answering:
+            self.answering = answering
+            if answering:
+                self.log(f"{checks[0].what}: the shared cache is back")
+            else:
+                failed = next(c for c in checks if c.status != "ok")
+                self.log(f"warning: {failed.what}; serving without the shared cache until it answers")
 
 
 class Stopped(Exception):

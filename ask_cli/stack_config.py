@@ -142,6 +142,9 @@ def check_budget(config: dict[str, Any], path: Path) -> None:
 
 
 REDIS_READ_INTERVAL_S = 1.0
+# Redis answers a local or LAN request in about a millisecond; LiteLLM's default of 5 s per read and write let a
+# frozen Redis (SIGSTOP, a stalled disk) add up to 10 s to every request. Past this the cache is skipped.
+REDIS_TIMEOUT_S = 0.25
 REDIS = {
     "host": "os.environ/REDIS_HOST",
     "port": "os.environ/REDIS_PORT",
@@ -159,12 +162,14 @@ def with_redis(config: dict[str, Any]) -> dict[str, Any]:
     settings = dict(config.get("litellm_settings") or {})
     params = dict(settings.get("cache_params") or {})
     settings["cache"] = True
-    settings["cache_params"] = {**params, "type": "redis", **REDIS, "ttl": params.get("ttl", 3600)}
+    timeouts = {"socket_timeout": REDIS_TIMEOUT_S, "socket_connect_timeout": REDIS_TIMEOUT_S}
+    settings["cache_params"] = {**timeouts, **params, "type": "redis", **REDIS, "ttl": params.get("ttl", 3600)}
     # How long a proxy trusts its memory before reading Redis again for a key it lacks (LiteLLM: 10 s): 1 s, so
     # a machine another proxy saw fail is skipped here within a second, for one small read a second at most.
     settings.setdefault("default_redis_batch_cache_expiry", REDIS_READ_INTERVAL_S)
     router = dict(config.get("router_settings") or {})
     router.update({f"redis_{key}": value for key, value in REDIS.items()})
+    router["cache_kwargs"] = {**timeouts, **(router.get("cache_kwargs") or {})}  # the router's own Redis client
     return {**config, "litellm_settings": settings, "router_settings": router}
 
 

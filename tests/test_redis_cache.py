@@ -16,6 +16,7 @@ import pytest
 
 from ask_cli import stack_config
 from harness.fake_ollama import FakeOllama
+from harness.processes import stop
 from harness.redis_server import Redis, assert_redis_warning
 from harness.stack import CONFIG, ROOT, Proxy, free_port, running_proxy, stack_env
 
@@ -152,3 +153,39 @@ def test_ask_serve_says_once_what_is_wrong_with_redis_and_serves(
         "set REDIS_PASSWORD to the server's password)" if server else "or unset REDIS_HOST to cache in the proxy)"
     )
     assert "a-wrong-one" not in result.stderr  # the password is never printed
+
+
+def test_ask_serve_says_once_when_redis_drops_and_once_when_it_is_back(
+    tmp_path: Path, fake_ollama: FakeOllama, tiny_url: str
+) -> None:
+    server = Redis(free_port()).start()
+    env = stack_env(
+        tmp_path,
+        OLLAMA_API_BASE=fake_ollama.url,
+        TINY_API_BASE=tiny_url,
+        REDIS_HOST="127.0.0.1",
+        REDIS_PORT=str(server.port),
+    )
+    said = tmp_path / "serve.err"
+    cmd = [sys.executable, "-m", "ask_cli", "serve", "--no-embedded", "--no-warm", "--port", str(free_port())]
+    with said.open("w") as err:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
+
+    def until(text: str, within_s: float = 60) -> None:
+        deadline = time.monotonic() + within_s
+        while text not in said.read_text():
+            assert proc.poll() is None, said.read_text()[-2000:]
+            assert time.monotonic() < deadline, f"never said {text!r}: {said.read_text()[-2000:]}"
+            time.sleep(0.1)
+
+    try:
+        until("proxy listening on")
+        server.stop()
+        until("serving without the shared cache until it answers")
+        server.start()
+        until("the shared cache is back")
+    finally:
+        stop([proc], grace_s=30)  # type: ignore[list-item]
+        server.stop()
+    text = said.read_text()
+    assert text.count("serving without the shared cache") == 1 and text.count("the shared cache is back") == 1
