@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from contract import LOCAL, PREMIUM, memory
+from contract import LOCAL, PREMIUM, memory, paths
 from contract import tiers as tier_model
 from contract.tiers import CHAIN_KEYS, chain_list, parse_chains
 
@@ -209,6 +209,8 @@ def _missing_key(deployment: dict[str, Any]) -> str | None:
     """The environment variable a deployment's `os.environ/` API key names, when it is not set."""
     ref = tier_model.Deployment.of(deployment).api_key_ref
     name = ref.removeprefix(tier_model.ENV_PREFIX) if ref else None
+    if name == paths.KEY_ENV:  # the master key (tiny's): ask serve passes it to the proxy whatever the shell has
+        return None
     return name if name and not os.environ.get(name, "").strip() else None
 
 

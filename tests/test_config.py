@@ -74,7 +74,12 @@ def test_the_redis_variant_changes_only_the_cache_and_the_routers_shared_state()
     assert redis["litellm_settings"]["cache_params"]["ttl"] == CONFIG_DATA["litellm_settings"]["cache_params"]["ttl"]
     router = redis["router_settings"]
     assert (router["redis_host"], router["redis_port"]) == ("os.environ/REDIS_HOST", "os.environ/REDIS_PORT")
-    assert {k: v for k, v in router.items() if not k.startswith("redis_")} == CONFIG_DATA["router_settings"]
+    timeouts = {"socket_timeout": stack_config.REDIS_TIMEOUT_S, "socket_connect_timeout": stack_config.REDIS_TIMEOUT_S}
+    assert router["cache_kwargs"] == timeouts  # the router's own client: a frozen Redis costs 0.25 s, not 5
+    assert {k: v for k, v in redis["litellm_settings"]["cache_params"].items() if k.startswith("socket_")} == timeouts
+    assert {k: v for k, v in router.items() if not k.startswith("redis_") and k != "cache_kwargs"} == CONFIG_DATA[
+        "router_settings"
+    ]
     assert {k: v for k, v in redis.items() if k not in ("litellm_settings", "router_settings")} == {
         k: v for k, v in CONFIG_DATA.items() if k not in ("litellm_settings", "router_settings")
     }
