@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 TTL_S = 30 * 24 * 3600  # 30 days: long enough for weekly cron jobs, short enough that old models' answers age out
 UNCACHEABLE = frozenset({COUNCIL})  # intentionally stochastic: a cached answer would defeat its purpose
 BUSY_TIMEOUT_MS = 2000  # concurrent `ask` processes wait for each other's short writes instead of failing
+CORRUPT_CODES = (11, 26)  # SQLITE_CORRUPT ("malformed"), SQLITE_NOTADB ("file is not a database")
 KEY_VERSION = 1  # bump when the key's inputs change meaning, so old rows simply stop matching
 
 
@@ -167,15 +168,42 @@ class PromptCache:
     """The cache file. Never raises after construction: failures become misses, `put` returning False, and
     `last_error` (one line the CLI can print as its warning)."""
 
-    def __init__(self, path: Path | None = None, ttl_s: float = TTL_S) -> None:
+    def __init__(self, path: Path | None = None, ttl_s: float = TTL_S, recover: bool = False) -> None:
+        """`recover`: a corrupt file is moved aside and a new one made (`notice` says so), as `ask` wants;
+        otherwise it is only a miss."""
         self.path = cache_path() if path is None else Path(path)
         self.ttl_s = ttl_s
         self.last_error: str | None = None
+        self.notice: str | None = None  # one line for the user: the corrupt file was moved aside
         self._db: sqlite3.Connection | None = None
         try:
             self._db = connect(self.path)
+        except sqlite3.DatabaseError as exc:
+            if not recover or exc.sqlite_errorcode not in CORRUPT_CODES or not self._move_aside():
+                self._fail("cannot open", exc)
+                return
+            try:
+                self._db = connect(self.path)
+            except (sqlite3.Error, OSError) as again:
+                self._fail("cannot open", again)
         except (sqlite3.Error, OSError) as exc:
             self._fail("cannot open", exc)
+
+    def _move_aside(self) -> bool:
+        """Rename a corrupt file (and its -wal, -shm) to `<name>.corrupt-<unix ts>`, once: otherwise every call
+        would warn about it forever. Keeps it for a post-mortem; False when it cannot be moved."""
+        aside = self.path.with_name(f"{self.path.name}.corrupt-{int(time.time())}")
+        try:
+            os.replace(self.path, aside)
+        except OSError:
+            return False
+        import contextlib
+
+        for suffix in ("-wal", "-shm"):
+            with contextlib.suppress(OSError):
+                os.replace(f"{self.path}{suffix}", f"{aside}{suffix}")
+        self.notice = f"the prompt cache was corrupt; moved to {aside}, starting a new one"
+        return True
 
     @property
     def usable(self) -> bool:

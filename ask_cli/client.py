@@ -26,17 +26,47 @@ def proxy_url() -> str:
     return os.environ.get(PROXY_URL_ENV, DEFAULT_PROXY_URL).rstrip("/")
 
 
+TIMEOUT_ENV = "ASK_TIMEOUT_S"
+# How long `ask` waits for the proxy's next byte, the first included. A first token can honestly be slow: a cold
+# coder-30b load from disk plus the RAM budget's wait (up to 20 s) for another tier to finish fits in 120 s; a
+# proxy that sends nothing for that long is hung (stopped, deadlocked), not busy.
+DEFAULT_TIMEOUT_S = 120.0
+
+
+def timeout_s() -> float:
+    """`ASK_TIMEOUT_S` (seconds, > 0), else `DEFAULT_TIMEOUT_S`; ValueError, one line, for anything else."""
+    raw = os.environ.get(TIMEOUT_ENV, "").strip()
+    if not raw:
+        return DEFAULT_TIMEOUT_S
+    try:
+        value = float(raw)
+    except ValueError:
+        value = 0.0
+    if not 0 < value < float("inf"):
+        raise ValueError(f"{TIMEOUT_ENV} must be a number of seconds above 0 (got {raw!r})")
+    return value
+
+
 class ProxyUnreachable(Exception):
     """Nothing answers at the proxy's address."""
 
 
-class ProxyError(Exception):
-    """The proxy answered with an error; `message` is its own words."""
+class ProxySilent(ProxyUnreachable):
+    """The proxy took the request, then sent nothing for `seconds` (stopped or hung)."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"the proxy sent nothing for {seconds:g} s")
+        self.seconds = seconds
+
+
+class ProxyError(Exception):
+    """The proxy answered with an error; `message` is its own words, `headers` the response's (names lower-cased)."""
+
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(f"HTTP {status}: {message}")
         self.status = status
         self.message = message
+        self.headers = headers or {}
 
 
 class Truncated(ProxyError):
@@ -100,16 +130,19 @@ def _post(base: str, key: str, body: dict[str, Any], timeout: float) -> tuple[di
             name, _, value = line.decode("latin-1").partition(":")
             headers[name.strip().lower()] = value.strip()
         code = int(status[1])
+    except TimeoutError:
+        raise ProxySilent(timeout) from None
     except (OSError, ValueError, IndexError) as exc:
         raise ProxyUnreachable(str(exc) or type(exc).__name__) from None
-    lines = _lines(stream, headers)
+    lines = _lines(stream, headers, timeout)
     if code >= 400:
-        raise ProxyError(code, _error_message(b"\n".join(lines)))
+        raise ProxyError(code, _error_message(b"\n".join(lines)), headers)
     return headers, lines
 
 
-def _lines(stream: Any, headers: dict[str, str]) -> Iterator[bytes]:
-    """The body's lines as they arrive (chunked, Content-Length or until close); the connection closed after."""
+def _lines(stream: Any, headers: dict[str, str], timeout: float) -> Iterator[bytes]:
+    """The body's lines as they arrive (chunked, Content-Length or until close); the connection closed after.
+    ProxySilent when no byte comes for `timeout` seconds (the socket's timeout: each read waits afresh)."""
     with stream:
         if "chunked" in headers.get("transfer-encoding", "").lower():
             chunks = _chunks(stream)
@@ -123,7 +156,7 @@ def _lines(stream: Any, headers: dict[str, str]) -> Iterator[bytes]:
                 *done, rest = (rest + chunk).split(b"\n")
                 yield from done
         except TimeoutError:
-            raise ProxyUnreachable("the proxy sent nothing more within the timeout") from None
+            raise ProxySilent(timeout) from None
         except OSError as exc:
             raise ProxyUnreachable(f"the connection broke in the middle of the answer ({exc})") from None
         if rest:
@@ -136,6 +169,8 @@ def _chunks(stream: Any) -> Iterator[bytes]:
     while True:
         try:
             size = int(stream.readline().split(b";")[0], 16)
+        except TimeoutError:
+            raise
         except (OSError, ValueError):
             raise ProxyUnreachable("the connection closed in the middle of the answer") from None
         if not size:
@@ -144,9 +179,12 @@ def _chunks(stream: Any) -> Iterator[bytes]:
         stream.readline()
 
 
-def stream_chat(base: str, key: str, body: dict[str, Any], timeout: float = 600.0) -> tuple[Reply, Iterator[str]]:
+def stream_chat(
+    base: str, key: str, body: dict[str, Any], timeout: float = DEFAULT_TIMEOUT_S
+) -> tuple[Reply, Iterator[str]]:
     """A streaming completion: the reply's provenance is known from the headers before the first token. The
-    pieces raise `Truncated` when the stream stops before its end marker, ProxyError on an error event."""
+    pieces raise `Truncated` when the stream stops before its end marker, ProxyError on an error event,
+    ProxySilent when the proxy sends nothing for `timeout` seconds (from the request on, reset by every read)."""
     headers, lines = _post(base, key, {**body, "stream": True}, timeout)
     reply = Reply(Provenance.of_headers(str(body.get("model", "")), headers))
 

@@ -46,5 +46,10 @@ def main() -> None:
         prompt, flags, options = parsed
         sys.exit(q.ask(prompt, flags, **options))  # type: ignore[arg-type]
     from ask_cli.cli import main as full_cli
+    from contract import paths
 
-    full_cli()
+    try:
+        full_cli()
+    except paths.KeyFileError as exc:  # any command that reads the key (doctor, models, warm, serve): one line
+        sys.stderr.write(f"ask: {exc}\n")
+        sys.exit(1)

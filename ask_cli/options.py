@@ -10,14 +10,47 @@ from collections import namedtuple
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing on every call
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Callable, Iterable, Mapping
 
 
-class Option(namedtuple("Option", ["names", "dest", "kind", "help"])):
+class Option(namedtuple("Option", ["names", "dest", "kind", "help", "check"], defaults=(None,))):
     """One option: `names` its spellings, `dest` the keyword it is passed as, `kind` bool (a flag) or str, int,
-    float (takes a value, converted as click converts it), `help` its `--help` line."""
+    float (takes a value, converted as click converts it), `help` its `--help` line, `check` (optional) what is
+    wrong with a converted value (click's words after "Invalid value for '--name': "), None when it is fine."""
 
     __slots__ = ()
+
+
+def between(low: float, high: float | None = None) -> Callable[[float], str | None]:
+    """A `check`: the value is at least `low` and, given `high`, at most `high` (click's IntRange/FloatRange)."""
+
+    def check(value: float) -> str | None:
+        if value != value or value < low or (high is not None and value > high):
+            return (
+                f"{value} is not in the range {low}<=x<={high}"
+                if high is not None
+                else f"{value} is not in the range x>={low}"
+            )
+        return None
+
+    return check
+
+
+def non_empty(value: str) -> str | None:
+    """A `check`: not an empty (or all blank) string."""
+    return None if value.strip() else "must not be empty"
+
+
+def check_values(options: Iterable[Option], values: Mapping[str, object]) -> str | None:
+    """The first usage error among the given `values` (by `dest`; None: not given), one line as click says it;
+    None when all pass. The one place both parsers' values are checked: `ask` calls it with either's."""
+    for option in options:
+        value = values.get(option.dest)
+        if option.check is not None and value is not None:
+            problem = option.check(value)
+            if problem:
+                return "Invalid value for " + " / ".join(f"'{name}'" for name in option.names) + f": {problem}"
+    return None
 
 
 def parse(

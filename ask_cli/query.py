@@ -13,8 +13,8 @@ import sys
 import time
 from collections import namedtuple
 
-from ask_cli.options import Option
-from contract import COUNCIL, DEFAULT_TIER, SERVED_BY, no_cache, paths
+from ask_cli.options import Option, between, check_values, non_empty
+from contract import COUNCIL, DEFAULT_TIER, SERVED_BY, Provenance, no_cache, paths
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~3 ms) on every call
 if TYPE_CHECKING:
@@ -49,10 +49,16 @@ TIER_FLAGS: tuple[TierFlag, ...] = (
 
 # The question's other options (ask_cli/options.py): `dest` is `ask()`'s keyword.
 QUESTION_OPTIONS: tuple[Option, ...] = (
-    Option(("-m", "--model"), "model", str, "Any tier. Example: -m coder-30b"),
+    Option(("-m", "--model"), "model", str, "Any tier. Example: -m coder-30b", check=non_empty),
     Option(("-s", "--system"), "system", str, "System prompt. Example: -s 'Be terse.'"),
-    Option(("--temperature",), "temperature", float, "Sampling temperature. Example: --temperature 0"),
-    Option(("--max-tokens",), "max_tokens", int, "Answer length cap. Example: --max-tokens 200"),
+    Option(
+        ("--temperature",),
+        "temperature",
+        float,
+        "Sampling temperature. Example: --temperature 0",
+        check=between(0.0, 2.0),
+    ),
+    Option(("--max-tokens",), "max_tokens", int, "Answer length cap. Example: --max-tokens 200", check=between(1)),
     Option(("--json",), "as_json", bool, "One JSON object: answer, served_by, demoted, ..."),
     Option(("--no-cache",), "no_cache", bool, "A fresh answer: no cache read or written."),
     Option(("--no-fallback",), "no_fallback", bool, "Fail rather than demote. For cron."),
@@ -69,6 +75,14 @@ class UsageError(Exception):
 
 class NoKey(Exception):
     """No master key anywhere: the stack has never been started on this machine."""
+
+
+class Terminated(Exception):
+    """SIGTERM while a question was being answered: handled as Ctrl-C is (exit 143)."""
+
+
+def _terminated(signum: int, frame: object) -> None:
+    raise Terminated()
 
 
 class Question(
@@ -278,7 +292,17 @@ def ask(
 ) -> int:
     """`ask "prompt"` once its command line is parsed (the fast path's parser or Typer's: the keywords are
     `QUESTION_OPTIONS`' dests): the answer printed, the exit code returned (2 a usage error, 130 interrupted)."""
+    from ask_cli import client
+
+    given = {"model": model, "temperature": temperature, "max_tokens": max_tokens}
     try:
+        bad = check_values(QUESTION_OPTIONS, given)
+        if bad:
+            raise UsageError(bad)
+        try:
+            client.timeout_s()
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
         tier = pick_tier(tier_flags, model)
         text, warnings = read_prompt(prompt)
     except UsageError as exc:
@@ -297,7 +321,7 @@ def ask(
     )
     outcome = answer(asked, as_json)
     if outcome.exit_code == 130:
-        sys.stderr.write("\n")
+        sys.stderr.write("\n")  # after the terminal's ^C; SIGTERM (143) is said as `ask: terminated`
     elif outcome.exit_code:
         error(outcome.error or "failed")
     return outcome.exit_code
@@ -307,7 +331,12 @@ def answer(question: Question, json_output: bool = False, url: str | None = None
     """Ask and print, for `ask "prompt"` and `ask serve --ask` alike: a cached answer if there is one, else the
     proxy's (at `url`, default `client.proxy_url()`) streamed to stdout, or as one JSON object, with a demotion
     said on stderr; then the telemetry line and the cache write. A failure comes back in the outcome
-    (`exit_code` 1, or 130 when interrupted, and `error`) for the caller to say; warnings are said here."""
+    (`exit_code` 1, 2 for a bad ASK_TIMEOUT_S (nothing logged), 130 interrupted, 143 terminated, and `error`)
+    for the caller to say; warnings are said here. SIGTERM is handled as Ctrl-C while the proxy is asked, and
+    only then."""
+    # `signal` wraps the interpreter's own `_signal`, loaded at start-up, in enums: ~0.7 ms of every miss
+    import _signal
+
     from ask_cli import client
 
     if question.cached and answer_from_cache(question, json_output):
@@ -316,9 +345,21 @@ def answer(question: Question, json_output: bool = False, url: str | None = None
     outcome = Outcome()  # filled as the answer arrives: a failure keeps what was known (served_by "": none yet)
     started = time.perf_counter()
     try:
-        _ask_proxy(question, base, json_output, outcome)
-    except NoKey as exc:
+        timeout = client.timeout_s()
+    except ValueError as exc:  # ASK_TIMEOUT_S (`ask` checks it before reading stdin)
+        outcome.exit_code, outcome.error = 2, str(exc)
+        return outcome
+    previous = _signal.signal(_signal.SIGTERM, _terminated)
+    try:
+        _ask_proxy(question, base, json_output, outcome, timeout)
+    except (NoKey, paths.KeyFileError) as exc:
         outcome.exit_code, outcome.error = 1, str(exc)
+    except client.ProxySilent as exc:
+        outcome.exit_code = 1
+        outcome.error = (
+            f"the proxy at {base} sent nothing for {exc.seconds:g} s (hung? restart it: ask serve); "
+            f"set {client.TIMEOUT_ENV} to wait longer"
+        )
     except client.ProxyUnreachable as exc:
         outcome.exit_code = 1
         outcome.error = (
@@ -328,9 +369,16 @@ def answer(question: Question, json_output: bool = False, url: str | None = None
         )
     except client.ProxyError as exc:
         outcome.exit_code, outcome.error = 1, exc.message
+        if exc.headers and not outcome.served_by:  # an error status: the tier that failed, when the headers say
+            outcome.served_by = Provenance.of_headers(question.model, exc.headers).served
+    except ValueError as exc:  # an event that is not JSON: logged as the failure it is, not as an answer
+        outcome.exit_code, outcome.error = 1, f"the proxy sent a stream event that is not JSON ({exc})"
     except KeyboardInterrupt:
         outcome.exit_code, outcome.error = 130, "interrupted"
+    except Terminated:
+        outcome.exit_code, outcome.error = 143, "terminated"
     finally:
+        _signal.signal(_signal.SIGTERM, previous)
         if outcome.exit_code:
             outcome.latency_s = round(time.perf_counter() - started, 3)
             if outcome.answer and not json_output and not outcome.answer.endswith("\n"):
@@ -350,7 +398,7 @@ def answer(question: Question, json_output: bool = False, url: str | None = None
     return outcome
 
 
-def _ask_proxy(question: Question, base: str, json_output: bool, outcome: Outcome) -> None:
+def _ask_proxy(question: Question, base: str, json_output: bool, outcome: Outcome, timeout: float) -> None:
     """Stream the proxy's answer to stdout (unless `json_output`) into `outcome`, as it arrives; say on stderr
     what the headers say. Raises what the client raises, with `outcome` holding what came before."""
     from ask_cli import client
@@ -364,7 +412,7 @@ def _ask_proxy(question: Question, base: str, json_output: bool, outcome: Outcom
     started = time.perf_counter()
     waiting = waiting_line_for(json_output, question.model)
     try:
-        reply, pieces = client.stream_chat(base, key, question.body())
+        reply, pieces = client.stream_chat(base, key, question.body(), timeout)
         said = reply.provenance
         if said.served is None:
             _stderr_line(f"ask: warning: {SERVED_UNKNOWN}", waiting)
@@ -433,8 +481,10 @@ def answer_from_cache(question: Question, json_output: bool) -> bool:
     if key is None or not cache.cache_path().exists():
         return False
     started = time.perf_counter()
-    with cache.PromptCache() as store:
+    with cache.PromptCache(recover=True) as store:
         hit = store.get(key)
+    if store.notice:
+        error(store.notice)
     if hit is None:
         return False
     outcome = Outcome(
@@ -462,7 +512,9 @@ def store_answer(question: Question, outcome: Outcome) -> str | None:
         or not cache.should_store(question.model, outcome.served_by, outcome.demoted)
     ):
         return None
-    with cache.PromptCache() as store:
+    with cache.PromptCache(recover=True) as store:
+        if store.notice:
+            error(store.notice)
         if store.put(key, outcome.answer, outcome.served_by or "", question.model, outcome.usage):
             return None
         return store.last_error

@@ -34,6 +34,7 @@ SINCE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 SINCE_HELP = "--since takes a number and a unit: 30m, 24h, 7d"
 READ_BLOCK = 5000  # lines per json.loads when reading the log (see `_parsed`)
 READ_BYTES = 4 << 20  # bytes per read of the log (see `_lines`)
+TORN_WAIT_S = 0.05  # how long a last line without its newline is watched before it is taken as torn (`_torn`)
 
 # `ask stats`' options (ask_cli/options.py): `dest` is `show()`'s keyword.
 STATS_OPTIONS: tuple[Option, ...] = (
@@ -144,7 +145,9 @@ def record(
 
 
 def append(line: dict[str, Any], path: Path | None = None) -> bool:
-    """Append one JSON line with a single O_APPEND write, so concurrent `ask` processes never interleave.
+    """Append one JSON line with a single O_APPEND write, so concurrent `ask` processes never interleave. After a
+    torn last line (no newline: a crash mid-write, a full disk) the line starts with a newline, so the torn one
+    is skipped as corrupt and does not swallow this one.
 
     Never raises: a full disk or an unwritable file returns False and sets `last_error`.
     """
@@ -157,11 +160,13 @@ def append(line: dict[str, Any], path: Path | None = None) -> bool:
         return False
     try:
         paths.private_dir(target.parent)
-        fd = os.open(target, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fd = os.open(target, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             st = os.fstat(fd)
             if stat.S_ISREG(st.st_mode) and st.st_mode & 0o077 and st.st_uid == os.geteuid():
                 os.fchmod(fd, 0o600)  # made wider by something else: the log says what the user does
+            if st.st_size and stat.S_ISREG(st.st_mode) and _torn(fd, st.st_size):
+                data = b"\n" + data
             written = os.write(fd, data)
         finally:
             os.close(fd)
@@ -174,9 +179,24 @@ def append(line: dict[str, Any], path: Path | None = None) -> bool:
     return True
 
 
+def _torn(fd: int, size: int) -> bool:
+    """Whether the file's last line lacks its newline: one pread of its last byte. Not a newline can also be
+    another `ask` caught mid-write (a write that crosses a page grows the file a page at a time, and a process
+    can be descheduled between two), so such a byte is watched for up to `TORN_WAIT_S`: a write in progress
+    grows the file (its line ends with a newline), a torn line stays as it is. Only after a crash does it wait."""
+    if os.pread(fd, 1, size - 1) == b"\n":
+        return False
+    deadline = time.monotonic() + TORN_WAIT_S
+    while time.monotonic() < deadline:
+        time.sleep(0.001)
+        if os.fstat(fd).st_size != size:
+            return False
+    return True
+
+
 class LogReader:
     """Iterates the log's entries, oldest first; `corrupt` counts the lines skipped (not a JSON object with a
-    numeric `ts`) once iteration is done."""
+    finite numeric `ts`) once iteration is done. A field of the wrong type is the tally's to skip (`_partial`)."""
 
     def __init__(
         self,
@@ -209,10 +229,13 @@ class LogReader:
             while block := [raw for raw in itertools.islice(lines, READ_BLOCK) if raw.strip()]:
                 items = _parsed(block)
                 # json gives exactly dict, float and int (bool is not int here): a comprehension, not a loop
+                # `ts - ts == 0` is False for inf and nan (json reads 1e400 as inf, and takes NaN)
                 stamped = [
                     item
                     for item in items
-                    if item.__class__ is dict and ((ts := item.get("ts")).__class__ is float or ts.__class__ is int)
+                    if item.__class__ is dict
+                    and ((ts := item.get("ts")).__class__ is float or ts.__class__ is int)
+                    and ts - ts == 0
                 ]
                 self.corrupt += len(items) - len(stamped)  # includes a line that is not JSON (`_parsed` gave None)
                 yield from stamped if self.cutoff is None else [item for item in stamped if item["ts"] >= self.cutoff]
@@ -404,24 +427,57 @@ def stats(entries: Iterable[dict[str, Any]]) -> dict[str, Any]:
     cache misses only (`miss_p50_s`: what inference costs, errors included); answers per lane. Models ordered by
     calls."""
     rows = _rows(list(entries))
-    by_model, first, last = _partial(rows)
-    return _finish(by_model, first, last, lambda: _Tally(rows).lane_usage())
+    by_model, first, last, corrupt = _partial(rows)
+    corrupt += getattr(entries, "corrupt", 0)  # a LogReader's count is known once it has been read
+    return _finish(by_model, first, last, lambda: _Tally(_sound(rows)).lane_usage(), corrupt)
 
 
-def _partial(rows: list[tuple[Any, ...]]) -> tuple[dict[str, _Tally], float | None, float | None]:
-    """Each requested model's tally, and the first and last `ts`: what two halves of a log can be merged from."""
+def _sound(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """The rows `_partial` would count (for the lanes in the order first seen)."""
+    return [row for row in rows if _fits(*row)]
+
+
+def _fits(model: Any, _ts: Any, _hit: Any, _demoted: Any, said: Any, latency: Any, tokens: Any, *rest: Any) -> bool:
+    """Whether a row's fields are of the types `entry` writes: `_partial`'s check."""
+    lane = rest[-1]
+    return (
+        (model.__class__ is str or model is None)
+        and (said.__class__ is str or said is None)
+        and (lane.__class__ is str or lane is None)
+        and (tokens.__class__ is int or tokens is None)
+        and ((latency.__class__ is float and latency - latency == 0) or latency.__class__ is int or latency is None)
+    )
+
+
+def _partial(rows: list[tuple[Any, ...]]) -> tuple[dict[str, _Tally], float | None, float | None, int]:
+    """Each requested model's tally, the first and last `ts`, and how many rows were skipped as corrupt (a field
+    of another type than `entry` writes: a list as `served_by`, a string as `latency_s`, an infinite latency):
+    what two halves of a log can be merged from. Checked in the loop that groups the rows, class by class (a
+    quarter of `ask stats`' time in this loop; per column in C, `set(map(type, ...))`, costs twice as much)."""
+    corrupt = 0
     groups: dict[str, list[tuple[Any, ...]]] = {}
     for row in rows:
-        name = row[0]
+        name, _ts, _hit, _demoted, said, latency, tokens, _code, lane = row
+        if not (
+            (said.__class__ is str or said is None)
+            and (lane.__class__ is str or lane is None)
+            and (tokens.__class__ is int or tokens is None)
+            and ((latency.__class__ is float and latency - latency == 0) or latency.__class__ is int or latency is None)
+        ):
+            corrupt += 1
+            continue
         if name.__class__ is not str or not name:
-            name = str(name or "?")
+            if name is not None and name.__class__ is not str:  # a list, a number: not a name
+                corrupt += 1
+                continue
+            name = "?"
         group = groups.get(name)
         if group is None:
             group = groups[name] = []
         group.append(row)
     stamps = [ts for ts in map(itemgetter(1), rows) if isinstance(ts, int | float)]  # LogReader let only these by
     tallies = {name: _Tally(group) for name, group in groups.items()}
-    return tallies, min(stamps, default=None), max(stamps, default=None)
+    return tallies, min(stamps, default=None), max(stamps, default=None), corrupt
 
 
 def _finish(
@@ -429,6 +485,7 @@ def _finish(
     first: float | None,
     last: float | None,
     lanes_in_order: Callable[[], dict[str, dict[str, int]]],
+    corrupt: int = 0,
 ) -> dict[str, Any]:
     models = {m: t.summary() for m, t in sorted(by_model.items(), key=lambda kv: (-kv[1].calls, kv[0]))}
     total = _Tally()
@@ -443,6 +500,7 @@ def _finish(
         "lanes": lanes,
         "first_ts": first,
         "last_ts": last,
+        "corrupt": corrupt,  # lines skipped: not JSON, no finite `ts`, or a field of the wrong type
     }
 
 
@@ -471,24 +529,31 @@ def summary(since_s: float | None = None, path: Path | None = None, now: float |
         code = 1
         try:
             os.close(reader)
-            by_model, first, last = _partial(_rows(list(LogReader(since_s, target, now, (middle, size)))))
+            half = LogReader(since_s, target, now, (middle, size))
+            by_model, first, last, corrupt = _partial(_rows(list(half)))
             with os.fdopen(writer, "wb") as out:
-                out.write(marshal.dumps(({m: t.state() for m, t in by_model.items()}, first, last)))
+                out.write(
+                    marshal.dumps(({m: t.state() for m, t in by_model.items()}, first, last, corrupt + half.corrupt))
+                )
             code = 0
         finally:
             os._exit(code)
     os.close(writer)
     try:
-        mine, first, last = _partial(_rows(list(LogReader(since_s, target, now, (0, middle)))))
+        half = LogReader(since_s, target, now, (0, middle))
+        mine, first, last, corrupt = _partial(_rows(list(half)))
+        corrupt += half.corrupt
         with os.fdopen(reader, "rb") as inp:
             sent = inp.read()
     finally:
         _, status = os.waitpid(pid, 0)
     if status == 0 and sent:
-        states, their_first, their_last = marshal.loads(sent)  # noqa: S302 - our own child, through our own pipe
+        states, their_first, their_last, their_corrupt = marshal.loads(sent)  # noqa: S302 - our own child's pipe
         theirs = {m: _Tally.of_state(state) for m, state in states.items()}
     else:
-        theirs, their_first, their_last = _partial(_rows(list(LogReader(since_s, target, now, (middle, size)))))
+        half = LogReader(since_s, target, now, (middle, size))
+        theirs, their_first, their_last, their_corrupt = _partial(_rows(list(half)))
+        their_corrupt += half.corrupt
     for name, tally in theirs.items():
         if name in mine:
             mine[name].merge(tally)
@@ -500,7 +565,8 @@ def summary(since_s: float | None = None, path: Path | None = None, now: float |
         mine,
         min(firsts, default=None),
         max(lasts, default=None),
-        lambda: _Tally(_rows(list(read(since_s, target, now)))).lane_usage(),
+        lambda: _Tally(_sound(_rows(list(read(since_s, target, now))))).lane_usage(),
+        corrupt + their_corrupt,
     )
 
 
@@ -562,5 +628,5 @@ def show(since: str | None = None, as_json: bool = False) -> int:
     except OSError as exc:
         print(f"ask: cannot read {log_path()}: {exc.strerror or exc}", file=sys.stderr)
         return 1
-    print(json.dumps(figures, indent=2) if as_json else format_table(figures))
+    print(json.dumps(figures, indent=2, allow_nan=False) if as_json else format_table(figures))
     return 0

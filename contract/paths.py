@@ -6,6 +6,7 @@ Stdlib only: `ask` imports this on every call, including the cache-hit path.
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 
 KEY_ENV = "LITELLM_MASTER_KEY"
@@ -39,6 +40,10 @@ def private_dir(path: Path) -> Path:
     return path
 
 
+class KeyFileError(Exception):
+    """The key file exists but must not be used as it is (others can read it): one line saying the fix."""
+
+
 def key_file() -> Path:
     return config_dir() / "master.key"
 
@@ -46,14 +51,19 @@ def key_file() -> Path:
 def master_key(create: bool = True) -> str | None:
     """The proxy's master key: `LITELLM_MASTER_KEY` if set, else the 0600 key file, made once if absent.
 
-    A random key stored where only the user can read it keeps the stack closed with zero set-up.
+    A random key stored where only the user can read it keeps the stack closed with zero set-up; a key file
+    others can read or write is refused (KeyFileError), as `secrets.env` is: the key opens the proxy.
     """
     env = os.environ.get(KEY_ENV, "").strip()
     if env:
         return env
     path = key_file()
     try:
-        key = path.read_text(encoding="utf-8").strip()
+        with path.open(encoding="utf-8") as fh:
+            mode = os.fstat(fh.fileno()).st_mode
+            if mode & (stat.S_IRWXG | stat.S_IRWXO):
+                raise KeyFileError(f"{path} is readable by others ({stat.filemode(mode)}): chmod 600 {path}")
+            key = fh.read().strip()
         if key:
             return key
     except FileNotFoundError:
