@@ -192,6 +192,7 @@ def test_doctor_says_when_the_key_is_not_the_proxys(
     monkeypatch.delenv("LITELLM_MASTER_KEY")
     paths.private_dir(paths.key_file().parent)
     paths.key_file().write_text("sk-another-machines-key\n")
+    paths.key_file().chmod(0o600)  # a key file others can read is refused before it is tried
     code, lines = doctor_lines(capsys, ram_gb=64)
     assert code == 1
     [rejected] = [line for line in lines if "key rejected" in line]
