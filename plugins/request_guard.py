@@ -6,17 +6,28 @@ of these: `max_tokens: -1` becomes Ollama's "unlimited", `stream: "yes"` fails e
 boolean, `n` above 1, numbers out of range or of the wrong type, chat messages that are not role/content
 objects with a known role, a chat body without messages. The council (plugins/council.py) is never cached:
 its request gets LiteLLM's per-request cache control `no-cache` + `no-store`.
+
+A body LiteLLM cannot read as an object is named before any hook runs: LiteLLM 1.106.2's body reader
+(`litellm.proxy.common_utils.http_parsing_utils.read_request_body`) reads invalid UTF-8 and JSON nested past
+its parser's depth as `{}` (then "Missing required parameter: 'messages'") and passes a JSON list on (an HTTP
+500). Its wrapper here looks again only when the reader gave nothing or no object, so a good body costs nothing.
 """
 
 from __future__ import annotations
 
+import sys
+from importlib.metadata import version
 from typing import Any
 
+import orjson
 from litellm.integrations.custom_logger import CustomLogger
 
 from contract import COUNCIL, no_cache
 from plugins import provenance
 
+BODY_READER_CHECKED_ON = "1.106.2"
+BODY_READERS = ("read_request_body", "_read_request_body")  # the names LiteLLM's modules import it by
+EXAMPLE_BODY = 'e.g. {"model": "fast-9b", "messages": [{"role": "user", "content": "hi"}]}'
 CHAT_CALLS = frozenset({"completion", "acompletion"})
 ROLES = ("system", "developer", "user", "assistant", "tool", "function")
 MAX_TOKENS_LIMIT = 1_000_000  # far above any local context: beyond it a number is a mistake, not a request
@@ -33,6 +44,10 @@ NUMBERS = (
 
 
 class RequestGuard(CustomLogger):
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.reads_bad_bodies = apply_body_check()
+
     async def async_pre_call_hook(self, user_api_key_dict: Any, cache: Any, data: dict, call_type: Any) -> dict:
         model = data.get("model")
         tiers = sorted(provenance.served_tiers().names())
@@ -65,10 +80,7 @@ def body_problem(data: dict[str, Any], call_type: str) -> str | None:
             return f"{name} must be {bounds} (got {value!r})"
     if call_type in CHAT_CALLS:
         if "messages" not in data:
-            return (
-                "the body has no messages: send a JSON object with a messages list (a body that is not valid "
-                "JSON, or not UTF-8, reads as empty)"
-            )
+            return "the body has no messages: send a JSON object with a messages list, " + EXAMPLE_BODY
         return _messages_problem(data["messages"])
     return None
 
@@ -88,6 +100,68 @@ def _messages_problem(messages: Any) -> str | None:
         if not (isinstance(content, str) or parts_ok or empty_ok):
             return f"messages[{i}].content must be a string or a list of parts, not {type(content).__name__}"
     return None
+
+
+def raw_body_problem(raw: bytes) -> str | None:
+    """Why `raw` is not a JSON object, in words the client can act on; None when it is one (or is empty)."""
+    if not raw.strip():
+        return None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return f"the body is not UTF-8 (byte 0x{raw[exc.start]:02x} at offset {exc.start}): send JSON encoded as UTF-8"
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        if "depth limit" in exc.msg or "recursion" in exc.msg.lower():
+            return "the body's JSON is nested too deeply to read (over 1,024 levels): send a JSON object"
+        return f"the body is not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno}): send a JSON object"
+    if not isinstance(value, dict):
+        return f"the body must be a JSON object, not {_json_kind(value)}: {EXAMPLE_BODY}"
+    return None
+
+
+def _json_kind(value: Any) -> str:
+    kinds = {list: "a list", str: "a string", bool: "a boolean", int: "a number", float: "a number"}
+    return "null" if value is None else kinds.get(type(value), type(value).__name__)
+
+
+def apply_body_check() -> bool:
+    """Wrap LiteLLM's body reader wherever its proxy modules imported it; False (nothing changed) on another
+    LiteLLM version. Installing twice is once."""
+    if version("litellm") != BODY_READER_CHECKED_ON:
+        return False
+    from litellm.proxy._types import ProxyException
+    from litellm.proxy.common_utils import http_parsing_utils
+
+    original = http_parsing_utils.read_request_body
+    if getattr(original, "names_bad_bodies", False):
+        return True
+
+    async def read_request_body(request: Any) -> Any:
+        parsed = await original(request)
+        if (isinstance(parsed, dict) and parsed) or request is None or not _json_body(request):
+            return parsed
+        problem = raw_body_problem(await request.body())
+        if problem:
+            raise ProxyException(message=problem, type="invalid_request_error", param="request_body", code=400)
+        return parsed
+
+    read_request_body.names_bad_bodies = True  # type: ignore[attr-defined]
+    for name, module in list(sys.modules.items()):
+        if module is None or not name.startswith("litellm.proxy"):
+            continue
+        found = vars(module)  # never getattr: some LiteLLM modules import lazily on attribute access
+        for reader in BODY_READERS:
+            if found.get(reader) is original:
+                setattr(module, reader, read_request_body)
+    return True
+
+
+def _json_body(request: Any) -> bool:
+    """Form uploads and binary bodies are LiteLLM's to read; anything else is meant as JSON."""
+    content_type = (request.headers.get("content-type") or "").split(";", 1)[0].strip().lower()
+    return not (content_type.startswith("multipart/") or content_type.endswith(("form-urlencoded", "protobuf")))
 
 
 def bad_request(message: str) -> Exception:

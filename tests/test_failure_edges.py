@@ -144,14 +144,33 @@ def test_a_bad_body_is_a_400_that_names_the_field(proxy: Proxy, healthy: FakeOll
     assert healthy.chat_requests() == []  # no tier saw it
 
 
-@pytest.mark.parametrize(
-    "raw", [b'{"model": "fast-9b", "messages": [{"role": "user", "content": "\xff"}]}', b"[" * 100_000]
-)
-def test_a_body_that_is_not_json_says_so(proxy: Proxy, healthy: FakeOllama, raw: bytes) -> None:
-    resp = proxy.client.post("/v1/chat/completions", content=raw, headers={"content-type": "application/json"})
-    assert resp.status_code == 400
-    assert "not valid JSON, or not UTF-8" in resp.json()["error"]["message"]
+UNREADABLE_BODIES = [  # raw bytes a client sent → the words the 400 must say (LiteLLM read each as `{}` or a 500)
+    (b'{"model": "fast-9b", "messages": [{"role": "user", "content": "\xff"}]}', "the body is not UTF-8 (byte 0xff"),
+    (b"[" * 100_000, "the body's JSON is nested too deeply to read"),
+    (
+        b'[{"model": "fast-9b", "messages": [{"role": "user", "content": "hi"}]}]',
+        "the body must be a JSON object, not a list",
+    ),
+    (b'"hi"', "the body must be a JSON object, not a string"),
+    (b"null", "the body must be a JSON object, not null"),
+]
+
+
+@pytest.mark.parametrize("route", ["/v1/chat/completions", "/v1/messages", "/v1/completions"])
+@pytest.mark.parametrize(("raw", "says"), UNREADABLE_BODIES, ids=["utf8", "deep", "list", "string", "null"])
+def test_a_body_that_is_not_a_json_object_says_why(
+    proxy: Proxy, healthy: FakeOllama, route: str, raw: bytes, says: str
+) -> None:
+    resp = proxy.client.post(route, content=raw, headers={"content-type": "application/json"})
+    assert resp.status_code == 400, resp.text
+    assert says in resp.json()["error"]["message"]
     assert healthy.chat_requests() == []
+
+
+def test_a_body_without_messages_names_them(proxy: Proxy, healthy: FakeOllama) -> None:
+    resp = proxy.client.post("/v1/chat/completions", json={"model": "fast-9b"})
+    assert resp.status_code == 400
+    assert "the body has no messages: send a JSON object with a messages list" in resp.json()["error"]["message"]
 
 
 def test_a_tool_calls_turn_without_content_is_accepted(proxy: Proxy, healthy: FakeOllama) -> None:
