@@ -117,7 +117,7 @@ def check_plugins(config: dict[str, Any], path: Path) -> None:
             sys.path.remove(root)
 
 
-BUDGET_KEYS = {"budget_gb", "switch_wait_s", "load_gb_per_s", "unload_wait_s", "poll_s", "enabled"}
+BUDGET_KEYS = {"budget_gb", "switch_wait_s", "load_gb_per_s", "unload_wait_s", "poll_s", "chain_deadline_s", "enabled"}
 
 
 def check_budget(config: dict[str, Any], path: Path) -> None:

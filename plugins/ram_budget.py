@@ -51,6 +51,7 @@ PROBE_TTL_S = 1.0  # a warm request trusts what `/api/ps` said this recently
 # once, the whole chain in about this long, instead of each hop waiting out its own 15-90 s timeout.
 PROBE_TIMEOUT_S = 5.0
 LOADING_MARGIN_S = 5.0  # added to a cold attempt's timeout beyond the load time itself
+MIN_HOP_S = 1.0  # less than this left of a request's deadline: the next hop is not worth starting
 
 
 class Refused(Exception):
@@ -73,13 +74,14 @@ class Policy(NamedTuple):
     load_gb_per_s: float = 1.5
     unload_wait_s: float = 30.0
     poll_s: float = 0.1
+    chain_deadline_s: float | None = None  # None: the asked tier's own timeout
 
     @classmethod
     def of(cls, block: Mapping[str, Any] | None) -> Policy:
         block = dict(block or {})
         enabled = block.get("enabled", True) is not False and os.environ.get(OFF_ENV, "").lower() != "off"
-        keys = ("switch_wait_s", "load_gb_per_s", "unload_wait_s", "poll_s")
-        numbers = {key: float(block[key]) for key in keys if key in block}
+        keys = ("switch_wait_s", "load_gb_per_s", "unload_wait_s", "poll_s", "chain_deadline_s")
+        numbers = {key: float(block[key]) for key in keys if block.get(key) is not None}
         return cls(enabled=enabled, budget_gb=block.get("budget_gb"), **numbers)
 
 
@@ -146,6 +148,7 @@ class Budget:
         self.policy = policy or Policy()
         self.attempts: dict[str, Attempt] = {}  # call id → its running attempt
         self.deadlines: BoundedMap[str, float] = BoundedMap(REMEMBERED_CALLS)  # call id → when it stops waiting
+        self.chains: BoundedMap[str, tuple[float, float]] = BoundedMap(REMEMBERED_CALLS)  # call id → (ends, s)
         self.loading: dict[Runner, tuple[str, float, float]] = {}  # runner → (tier, GB, since)
         self.unloading: dict[Runner, tuple[str, float]] = {}  # runner → (tier, since)
         self.queued: list[dict[str, Any]] = []
@@ -255,7 +258,7 @@ class Budget:
         if not self.sizes:
             self.learn(provenance.served_tiers().deployments())
         self.learn([deployment])
-        timeout_s = float(kwargs.get("timeout") or 60)
+        timeout_s = self.within_chain(kwargs, call_id, tier, runner, float(kwargs.get("timeout") or 60))
         resident = await self.resident({(runner.runtime, runner.base)}, fresh=False)
         self.alive(tier, runner)
         if runner not in self.unloading:
@@ -290,6 +293,22 @@ class Budget:
             self.publish()
         kwargs["timeout"] = self.cold_timeout(kwargs, timeout_s, needed)
 
+    def within_chain(self, kwargs: dict[str, Any], call_id: str, tier: str, runner: Runner, timeout_s: float) -> float:
+        """A demoted request shares one deadline, not a fresh timeout per hop: three hung tiers cost the asked
+        tier's timeout (`chain_deadline_s`), not their sum. Each hop gets what is left (a cold load's time is
+        added after); a hop that starts after it is refused. The embedded model, the last resort, keeps its own
+        timeout, and a timeout the client set is its own."""
+        if runner.runtime == "embedded" or _client_timeout(kwargs):
+            return timeout_s
+        budget_s = self.policy.chain_deadline_s or timeout_s
+        ends, budget_s = self.chains.entry(call_id, lambda: (time.monotonic() + budget_s, budget_s))
+        left = ends - time.monotonic()
+        if left < MIN_HOP_S:
+            raise Refused(tier, f"the request's {budget_s:g} s deadline ran out before this tier was tried")
+        if left < timeout_s:
+            kwargs["timeout"] = timeout_s = left
+        return timeout_s
+
     def alive(self, tier: str, runner: Runner) -> None:
         """Refuse an attempt on a backend whose last probe timed out: it would hang until the hop's timeout."""
         if runner.base in self.hung:
@@ -299,8 +318,7 @@ class Budget:
     def cold_timeout(self, kwargs: Mapping[str, Any], timeout_s: float, gb: float) -> float:
         """Ollama sends nothing until the model is loaded: that time is not the warm model's timeout to spend.
         A timeout the client set itself is its own: kept as it is."""
-        body = (kwargs.get("proxy_server_request") or {}).get("body") or {}
-        if isinstance(body, dict) and ("timeout" in body or "stream_timeout" in body):
+        if _client_timeout(kwargs):
             return timeout_s
         return timeout_s + gb / max(self.policy.load_gb_per_s, 0.1) + LOADING_MARGIN_S
 
@@ -436,6 +454,11 @@ class Budget:
 def refusal(tier: str, needed: float, why: str, alone: bool = False) -> Refused:
     """`coder-30b: would not fit (19.5 GB needed, 7.2 GB held by fast-9b, busy)`."""
     return Refused(tier, f"would not fit{' even alone' if alone else ''} ({needed:.1f} GB needed, {why})")
+
+
+def _client_timeout(kwargs: Mapping[str, Any]) -> bool:
+    body = (kwargs.get("proxy_server_request") or {}).get("body") or {}
+    return isinstance(body, dict) and ("timeout" in body or "stream_timeout" in body)
 
 
 def _left(expires_at: Any) -> float:

@@ -254,3 +254,60 @@ def test_a_hung_ollama_is_passed_over_in_seconds_not_timeouts(tmp_path: Path, ti
 
     hung = f"ollama at {ollama.url} did not answer within {PROBE_TIMEOUT_S:g} s (hung?)"
     assert record["failed"] == [f"{tier}: {hung}" for tier in ("fast-9b", "fast-3b", "fast-1b")]
+
+
+def config_with_short_hops(path: Path, stream_timeout_s: float) -> Path:
+    """The project's yaml with each Ollama fast tier's stream timeout cut to `stream_timeout_s`."""
+    import yaml
+
+    from harness.stack import CONFIG
+
+    config = yaml.safe_load(CONFIG.read_text())
+    for entry in config["model_list"]:
+        if entry["model_name"] in ("fast-9b", "fast-3b", "fast-1b"):
+            entry["litellm_params"]["stream_timeout"] = stream_timeout_s
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def test_hops_that_never_answer_share_the_asked_tiers_timeout(tmp_path: Path, tiny_url: str) -> None:
+    """Every Ollama model accepts and then says nothing (a wedged runner; /api/ps still answers): the first hop
+    times out, the next two are refused for the request's deadline, and the embedded model answers — one
+    timeout spent, not one per hop."""
+    hop_s = 4.0
+    with FakeOllama() as ollama:
+        config = config_with_short_hops(tmp_path / "config.yaml", hop_s)
+        backends = {"OLLAMA_API_BASE": ollama.url, "TINY_API_BASE": tiny_url}
+        with running_proxy(tmp_path, config=config, LLAMA_SWAP_API_BASE=closed_port_url("/v1"), **backends) as proxy:
+            assert proxy.chat("fast-9b", "warm", max_tokens=4).headers["x-served-by"] == "fast-9b"
+            for tag in ("qwen3.5:9b", "llama3.2:3b", "llama3.2:1b"):
+                ollama.set_fault(tag, "timeout", delay_s=120)
+            result = proxy.stream("fast-9b", "are you there?", max_tokens=8)
+            assert result.headers["x-served-by"] == "tiny" and result.done
+            record = proxy.demotion(result.headers.get("x-litellm-call-id"))
+    ran_out = f"the request's {hop_s:g} s deadline ran out before this tier was tried"
+    assert record["failed"][1:] == [f"fast-3b: {ran_out}", f"fast-1b: {ran_out}"]
+    assert record["failed"][0].startswith("fast-9b: ") and "timeout" in record["failed"][0].lower()
+    assert [r.model for r in ollama.chat_requests()][1:] == ["qwen3.5:9b"]  # no other tier was sent it
+
+
+def test_a_chain_deadline_leaves_the_embedded_model_and_a_clients_timeout_alone() -> None:
+    from plugins import ram_budget
+
+    def runner(runtime: str) -> ram_budget.Runner:
+        return ram_budget.Runner(runtime, "http://127.0.0.1:1", "m:latest")
+
+    budget = ram_budget.Budget(ram_budget.Policy(chain_deadline_s=10))
+    short: dict = {"timeout": 30.0}
+    assert 9 < budget.within_chain(short, "call", "fast-9b", runner("ollama"), 30.0) <= 10.0
+    assert 9 < short["timeout"] <= 10.0  # the hop itself is cut to what the request has left
+    assert budget.within_chain({}, "call", "tiny", runner("embedded"), 30.0) == 30.0
+    own = {"proxy_server_request": {"body": {"timeout": 300}}}
+    assert budget.within_chain(own, "call", "fast-3b", runner("ollama"), 300.0) == 300.0
+    budget.chains.entry("late", lambda: (0.0, 10.0))  # a request whose deadline is behind it
+    try:
+        budget.within_chain({}, "late", "fast-1b", runner("ollama"), 15.0)
+    except ram_budget.Refused as exc:
+        assert exc.reason == "the request's 10 s deadline ran out before this tier was tried"
+    else:
+        raise AssertionError("a hop after the deadline was let through")
