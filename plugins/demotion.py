@@ -96,12 +96,12 @@ class DemotionLog(CustomLogger):
 
     # -- collecting attempts ---------------------------------------------------------------------------
     async def async_pre_call_deployment_hook(self, kwargs: dict[str, Any], call_type: Any) -> None:
-        provenance.note_attempt(kwargs.get("litellm_call_id"), (kwargs.get("metadata") or {}).get("model_group"))
+        provenance.note_attempt(kwargs.get("litellm_call_id"), provenance.attempt_tier(kwargs))
 
     async def async_post_call_failure_deployment_hook(
         self, request_data: Any, exception: Exception, call_type: Any, fallback_depth: int | None = None
     ) -> None:
-        tier = (request_data.get("metadata") or {}).get("model_group") or str(request_data.get("model", "?"))
+        tier = provenance.attempt_tier(request_data) or str(request_data.get("model", "?"))
         provenance.note_failure(request_data.get("litellm_call_id"), tier, short_reason(exception))
 
     # -- what LiteLLM logs -----------------------------------------------------------------------------

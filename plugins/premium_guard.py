@@ -68,11 +68,11 @@ class PremiumGuard(CustomLogger):
         if provenance.attempt_deployment(kwargs).lane != PREMIUM:
             return kwargs
         body = (kwargs.get("proxy_server_request") or {}).get("body") or {}
-        metadata = kwargs.get("metadata") or {}
+        metadata = provenance.call_metadata(kwargs)
         # A client's request names its model in the body; a call made inside the proxy (the council's members and
         # chairman) has no body, and the router's record of the group it started from says it instead.
         asked = body.get("model") if isinstance(body, dict) and body else metadata.get("original_model_group")
-        tier = metadata.get("model_group")
+        tier = provenance.attempt_tier(kwargs)
         if asked != tier:  # unknown counts as not named: premium is never spent on a guess
             provenance.note_failure(kwargs.get("litellm_call_id"), str(tier), "refused: premium only when named")
             raise PremiumRefused(

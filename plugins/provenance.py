@@ -174,10 +174,31 @@ def served_tiers() -> tier_model.Tiers:
     return tier_model.from_router(router) if router is not None else tier_model.Tiers(())
 
 
+def call_metadata(kwargs: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The router's notes on one attempt (`model_group`, ...): under `metadata` for chat and completions, under
+    `litellm_metadata` for /v1/messages and /v1/responses, whose own APIs have a `metadata` field (Claude Code
+    sends one)."""
+    for key in ("metadata", "litellm_metadata"):
+        found = kwargs.get(key)
+        if isinstance(found, Mapping) and found.get("model_group"):
+            return found
+    found = kwargs.get("metadata")
+    return found if isinstance(found, Mapping) else {}
+
+
+def attempt_tier(kwargs: Mapping[str, Any]) -> str | None:
+    """The tier an attempt belongs to, from a deployment hook's kwargs: the router's group, else the tier that
+    owns the deployment id. None when neither says it (never the backend's tag)."""
+    group = call_metadata(kwargs).get("model_group")
+    if group:
+        return str(group)
+    return tier_of_deployment((kwargs.get("model_info") or {}).get("id"))
+
+
 def attempt_deployment(kwargs: Mapping[str, Any]) -> tier_model.Deployment:
     """The deployment an attempt is about to use, read from a deployment hook's kwargs (its litellm_params and
     model_info, merged by the router) the way the tier model reads the yaml."""
-    tier = (kwargs.get("metadata") or {}).get("model_group") or kwargs.get("model")
+    tier = attempt_tier(kwargs) or kwargs.get("model")
     return tier_model.Deployment.of(
         {"model_name": tier, "litellm_params": kwargs, "model_info": kwargs.get("model_info")}
     )
@@ -339,4 +360,7 @@ async def verdict(
             break
     listed = {h.tier for h in hops}
     hops.extend(h for h in failures if h.tier not in listed)
-    return Verdict(call_id=call_id, requested=requested, served=served, hops=hops, stream=stream)
+    # /v1/messages and /v1/responses run each attempt as an outer call around an inner chat call, and LiteLLM
+    # reports one failure for each: one hop, said once.
+    unique = list(dict.fromkeys(hops))
+    return Verdict(call_id=call_id, requested=requested, served=served, hops=unique, stream=stream)
