@@ -5,12 +5,16 @@ body no backend should see gets a 400 naming the field instead of a walk down th
 of these: `max_tokens: -1` becomes Ollama's "unlimited", `stream: "yes"` fails every tier): `stream` not a
 boolean, `n` above 1, numbers out of range or of the wrong type, chat messages that are not role/content
 objects with a known role, a chat body without messages. The council (plugins/council.py) is never cached:
-its request gets LiteLLM's per-request cache control `no-cache` + `no-store`.
+its request gets LiteLLM's per-request cache control `no-cache` + `no-store`. Nor is a /v1/messages stream:
+LiteLLM 1.106.2 answers one whose prompt a chat stream cached with that chat completion's JSON, not the SSE
+events an Anthropic client reads (Claude Code's turns are rarely repeated; cron work uses chat).
 
 A body LiteLLM cannot read as an object is named before any hook runs: LiteLLM 1.106.2's body reader
 (`litellm.proxy.common_utils.http_parsing_utils.read_request_body`) reads invalid UTF-8 and JSON nested past
 its parser's depth as `{}` (then "Missing required parameter: 'messages'") and passes a JSON list on (an HTTP
 500). Its wrapper here looks again only when the reader gave nothing or no object, so a good body costs nothing.
+And a key that is not the proxy's is a 401 that says so: with no database LiteLLM answers it with HTTP 400 "No
+connected db.", which sends the user looking for a database they never needed.
 """
 
 from __future__ import annotations
@@ -25,9 +29,10 @@ from litellm.integrations.custom_logger import CustomLogger
 from contract import COUNCIL, no_cache
 from plugins import provenance
 
-BODY_READER_CHECKED_ON = "1.106.2"
+CHECKED_ON = "1.106.2"  # the LiteLLM version both patches below were read against
 BODY_READERS = ("read_request_body", "_read_request_body")  # the names LiteLLM's modules import it by
 EXAMPLE_BODY = 'e.g. {"model": "fast-9b", "messages": [{"role": "user", "content": "hi"}]}'
+ANTHROPIC = "anthropic_messages"  # the call type of /v1/messages
 CHAT_CALLS = frozenset({"completion", "acompletion"})
 ROLES = ("system", "developer", "user", "assistant", "tool", "function")
 MAX_TOKENS_LIMIT = 1_000_000  # far above any local context: beyond it a number is a mistake, not a request
@@ -47,6 +52,7 @@ class RequestGuard(CustomLogger):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.reads_bad_bodies = apply_body_check()
+        self.names_wrong_keys = apply_key_words()
 
     async def async_pre_call_hook(self, user_api_key_dict: Any, cache: Any, data: dict, call_type: Any) -> dict:
         model = data.get("model")
@@ -56,8 +62,9 @@ class RequestGuard(CustomLogger):
         problem = body_problem(data, str(getattr(call_type, "value", call_type)))
         if problem:
             raise bad_request(problem)
-        if model == COUNCIL:
-            data["cache"] = no_cache()  # never cached: each call must ask its members afresh
+        anthropic_stream = data.get("stream") is True and str(getattr(call_type, "value", call_type)) == ANTHROPIC
+        if model == COUNCIL or anthropic_stream:
+            data["cache"] = no_cache()  # never cached: the council must ask its members afresh
         return data
 
 
@@ -129,7 +136,7 @@ def _json_kind(value: Any) -> str:
 def apply_body_check() -> bool:
     """Wrap LiteLLM's body reader wherever its proxy modules imported it; False (nothing changed) on another
     LiteLLM version. Installing twice is once."""
-    if version("litellm") != BODY_READER_CHECKED_ON:
+    if version("litellm") != CHECKED_ON:
         return False
     from litellm.proxy._types import ProxyException
     from litellm.proxy.common_utils import http_parsing_utils
@@ -155,6 +162,34 @@ def apply_body_check() -> bool:
         for reader in BODY_READERS:
             if found.get(reader) is original:
                 setattr(module, reader, read_request_body)
+    return True
+
+
+WRONG_KEY = "the key was refused: it is not this proxy's master key (LITELLM_MASTER_KEY); send that key as the bearer"
+
+
+def apply_key_words() -> bool:
+    """Wrap LiteLLM's key check so "No connected db." (a key that is not the master key, and no database of
+    virtual keys to look it up in) is a 401 in words; False (nothing changed) on another LiteLLM version."""
+    if version("litellm") != CHECKED_ON:
+        return False
+    from litellm.proxy._types import ProxyErrorTypes, ProxyException
+    from litellm.proxy.auth import user_api_key_auth as auth
+
+    original = auth.user_api_key_auth_builder
+    if getattr(original, "names_wrong_keys", False):
+        return True
+
+    async def user_api_key_auth_builder(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return await original(*args, **kwargs)
+        except ProxyException as exc:
+            if exc.type != ProxyErrorTypes.no_db_connection:
+                raise
+            raise ProxyException(message=WRONG_KEY, type=ProxyErrorTypes.auth_error, param=None, code=401) from None
+
+    user_api_key_auth_builder.names_wrong_keys = True  # type: ignore[attr-defined]
+    auth.user_api_key_auth_builder = user_api_key_auth_builder  # type: ignore[assignment]
     return True
 
 

@@ -128,8 +128,13 @@ def test_a_request_without_the_right_key_is_refused(proxy: Proxy, healthy: FakeO
 
     body = {"model": "fast-9b", "messages": [{"role": "user", "content": "hi"}]}
     assert httpx.post(f"{proxy.url}/v1/chat/completions", json=body).status_code == 401
-    wrong = httpx.post(f"{proxy.url}/v1/chat/completions", json=body, headers={"Authorization": "Bearer sk-wrong"})
-    assert wrong.status_code == 400  # LiteLLM 1.106.2 without a database: "No connected db."
+    for route, headers in (  # the OpenAI clients' bearer, and the header Anthropic clients send
+        ("/v1/chat/completions", {"Authorization": "Bearer sk-wrong"}),
+        ("/v1/messages", {"x-api-key": "sk-wrong"}),
+    ):
+        wrong = httpx.post(f"{proxy.url}{route}", json={**body, "max_tokens": 5}, headers=headers)
+        assert wrong.status_code == 401, wrong.text  # LiteLLM 1.106.2 alone: 400 "No connected db."
+        assert "the key was refused: it is not this proxy's master key" in wrong.json()["error"]["message"]
     assert healthy.chat_requests() == []
 
 
