@@ -61,6 +61,7 @@ class Deployment:
     order: int | None = None
     model_id: str | None = None  # the router's deployment id (model_info.id), when known
     api_key_ref: str | None = None  # `os.environ/NAME` when the key comes from the environment
+    mode: str = "chat"  # model_info.mode, LiteLLM's word: "embedding" for a tier that serves /v1/embeddings
 
     @property
     def is_ollama(self) -> bool:
@@ -92,6 +93,7 @@ class Deployment:
             order=order if isinstance(order, int) else None,
             model_id=str(info["id"]) if info.get("id") else None,
             api_key_ref=key if isinstance(key, str) and key.startswith(ENV_PREFIX) else None,
+            mode=str(info.get("mode") or "chat"),
         )
 
 
@@ -119,6 +121,10 @@ class Tier:
     @property
     def is_ollama(self) -> bool:
         return self.primary.is_ollama
+
+    @property
+    def embeds(self) -> bool:
+        return self.primary.mode == "embedding"
 
     @property
     def keep_alive(self) -> str | None:

@@ -33,6 +33,7 @@ CHECKED_ON = "1.106.2"  # the LiteLLM version both patches below were read again
 BODY_READERS = ("read_request_body", "_read_request_body")  # the names LiteLLM's modules import it by
 EXAMPLE_BODY = 'e.g. {"model": "fast-9b", "messages": [{"role": "user", "content": "hi"}]}'
 ANTHROPIC = "anthropic_messages"  # the call type of /v1/messages
+EMBEDDING_CALLS = frozenset({"embedding", "aembedding"})
 CHAT_CALLS = frozenset({"completion", "acompletion"})
 ROLES = ("system", "developer", "user", "assistant", "tool", "function")
 MAX_TOKENS_LIMIT = 1_000_000  # far above any local context: beyond it a number is a mistake, not a request
@@ -60,12 +61,30 @@ class RequestGuard(CustomLogger):
         if isinstance(model, str) and tiers and model not in tiers:
             raise bad_request(f"unknown model '{model}': this stack serves {', '.join(tiers)}")
         problem = body_problem(data, str(getattr(call_type, "value", call_type)))
+        problem = problem or _mode_problem(model, str(getattr(call_type, "value", call_type)))
         if problem:
             raise bad_request(problem)
         anthropic_stream = data.get("stream") is True and str(getattr(call_type, "value", call_type)) == ANTHROPIC
         if model == COUNCIL or anthropic_stream:
             data["cache"] = no_cache()  # never cached: the council must ask its members afresh
         return data
+
+
+def _mode_problem(model: Any, call_type: str) -> str | None:
+    """An embedding asked of a chat tier (or the reverse): said at once, never a walk down a chain of tiers that
+    cannot do it. Embeddings never fall back: another model's vectors do not compare with the first one's."""
+    tiers = provenance.served_tiers()
+    tier = tiers.get(model) if isinstance(model, str) else None
+    if tier is None:
+        return None
+    embedders = [t.name for t in tiers if t.embeds]
+    if call_type in EMBEDDING_CALLS and not tier.embeds:
+        if not embedders:
+            return f"{model} does not serve embeddings, and no tier here does: add an embed tier (README, Embeddings)"
+        return f"{model} does not serve embeddings: ask for {' or '.join(embedders)}"
+    if call_type not in EMBEDDING_CALLS and tier.embeds:
+        return f"{model} serves embeddings only (POST /v1/embeddings): for text, ask for another tier"
+    return None
 
 
 def body_problem(data: dict[str, Any], call_type: str) -> str | None:

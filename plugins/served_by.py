@@ -10,6 +10,9 @@ The body says the same tier: `model` is the tier that answered, on every route, 
 `message_start` of a /v1/messages stream does). Clients that never show headers (llm, aider, OpenCode, Claude
 Code) show or log the body's model.
 
+A /v1/completions stream's chunks always carry `text`: LiteLLM 1.106.2's last one (the finish reason) has none,
+and a client that joins the texts (`llm`) fails on it.
+
 Council responses (plugins/council.py) also get the council's own headers (`X-Council-*`, contract), copied
 here as plain headers from the report the council leaves in the call's ledger: headers a custom provider sets
 itself come out prefixed `llm_provider-`.
@@ -81,7 +84,16 @@ class ServedBy(CustomLogger):
                 served = found.served if found else None
             if served is not None:
                 chunk = name_model(chunk, served)
-            yield chunk
+            yield with_text(chunk)
+
+
+def with_text(chunk: Any) -> Any:
+    """A text-completion chunk whose every choice has a `text` ("" where LiteLLM left it None)."""
+    if getattr(chunk, "object", None) == "text_completion":
+        for choice in getattr(chunk, "choices", None) or []:
+            if choice.get("text") is None:
+                choice["text"] = ""
+    return chunk
 
 
 def name_model(body: Any, tier: str) -> Any:

@@ -99,3 +99,26 @@ def test_a_messages_stream_is_never_answered_with_a_chat_completions_json(proxy:
     ask(proxy, "/v1/chat/completions", prompt, stream=True)
     headers, models = ask(proxy, "/v1/messages", prompt, stream=True)  # asserts text/event-stream
     assert models == ["fast-9b"] and not headers.get("x-litellm-cache-key")
+
+
+def test_every_completions_chunk_carries_text(proxy: Proxy, healthy: FakeOllama) -> None:
+    """`llm` joins the chunks' texts: a chunk without one ('can only concatenate str') breaks it."""
+    with proxy.client.stream("POST", "/v1/completions", json=body_for("/v1/completions", "hi", True)) as resp:
+        events = [
+            json.loads(line[5:]) for line in resp.iter_lines() if line.startswith("data:") and "[DONE]" not in line
+        ]
+    choices = [choice for event in events for choice in event["choices"]]
+    assert choices and all(isinstance(choice.get("text"), str) for choice in choices), choices
+    assert choices[-1]["finish_reason"] is not None and "".join(c["text"] for c in choices).startswith("Hello from")
+
+
+def test_an_embedding_asked_of_a_chat_tier_is_one_immediate_400(proxy: Proxy, healthy: FakeOllama) -> None:
+    """No walk down fast-9b's chain (1.5 s, four failures and a record): the words say which tier to ask."""
+    from harness.stack import read_jsonl
+
+    resp = proxy.client.post("/v1/embeddings", json={"model": "fast-9b", "input": "hi"})
+    assert resp.status_code == 400
+    assert resp.json()["error"]["message"].startswith("fast-9b does not serve embeddings")
+    assert healthy.requests == [] or all(r.path != "/api/embed" for r in healthy.requests)
+    call_id = resp.headers.get("x-litellm-call-id")
+    assert not [r for r in read_jsonl(proxy.env_path("DEMOTION_LOG")) if r["call_id"] == call_id]
