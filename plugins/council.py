@@ -33,8 +33,10 @@ made with the cache off too (two identical questions must ask the members twice)
 import asyncio
 import string
 import time
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from litellm.llms.custom_llm import CustomLLM, CustomLLMError
@@ -129,6 +131,13 @@ def _report(call_id: str | None, members: list[MemberAnswer], settings: Settings
 # -- the stages ---------------------------------------------------------------------------------------
 
 
+def _own_call() -> dict[str, Any]:
+    """An inner call's own id and arrival time, as the proxy gives a client's call: every hop of one member's
+    chain then shares one ledger, so its demotion record says each hop's reason and the chain's latency (an
+    inner call without them got a fresh id per hop: 'fast-9b: skipped', latency null)."""
+    return {"litellm_call_id": str(uuid.uuid4()), "metadata": {"litellm_received_at": datetime.now(UTC)}}
+
+
 def _router() -> Any:
     from litellm.proxy import proxy_server
 
@@ -160,16 +169,20 @@ async def stage1_collect_responses(
     answers = [MemberAnswer(requested=tier) for tier in settings.members]
 
     async def ask(answer: MemberAnswer) -> None:
+        call = _own_call()
         try:
             response = await router.acompletion(
                 model=answer.requested,
                 messages=messages,
                 temperature=settings.member_temperature,
                 cache=no_cache(),
+                **call,
                 **extra,
             )
         except Exception as exc:  # one member's failure is the council's information, not its end
-            answer.error = short_reason(exc)
+            hops = provenance.failures(call["litellm_call_id"])  # every tier of its chain, not only the last
+            answer.error = "; ".join(str(h) for h in hops) if hops else short_reason(exc)
+            provenance.forget(call["litellm_call_id"])
             return
         answer.text = _text(response.choices[0].message.content)
         answer.served = provenance.served_tier(response) or UNKNOWN
@@ -195,6 +208,7 @@ async def stage3_synthesize_final(
             messages=chairman_messages(question, answers),
             cache=no_cache(),
             stream=stream,
+            **_own_call(),
             **extra,
         )
     except Exception as exc:
@@ -205,7 +219,7 @@ async def stage3_synthesize_final(
 
 
 def _members_failed(answers: list[MemberAnswer]) -> CustomLLMError:
-    why = "; ".join(f"{a.requested}: {a.error}" for a in answers)
+    why = "; ".join(a.error if a.error.startswith(f"{a.requested}: ") else f"{a.requested}: {a.error}" for a in answers)
     return CustomLLMError(status_code=503, message=f"council: every member failed ({why})")
 
 

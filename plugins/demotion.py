@@ -38,18 +38,6 @@ SETTLE_STEPS = 50  # x 20 ms: how long a demotion record waits for a late per-at
 SERVED_TAG, DEMOTED_TAG, DEMOTED_FROM_TAG = "served-by:", "demoted", "demoted-from:"
 
 
-def _council_words(exc: BaseException) -> str | None:
-    """The council's own error (plugins/council.py), whole: it already names each member or the chairman and why."""
-    text = str(exc)
-    start = text.find("council: ")
-    if start < 0:
-        return None
-    words = " ".join(text[start:].split())
-    for tail in (" Deployment Info:", " LiteLLM: model group", " Received Model Group"):  # the router's additions
-        words = words.split(tail, 1)[0]
-    return words
-
-
 def append_record(path: Path, record: dict[str, Any]) -> None:
     """One `write` of one line with O_APPEND: lines from concurrent writers never interleave."""
     private_dir(path.parent)
@@ -148,7 +136,7 @@ class DemotionLog(CustomLogger):
     ) -> Any:
         call_id = request_data.get("litellm_call_id") or ""
         requested = provenance.requested_tier(request_data)
-        council = requested == COUNCIL and _council_words(original_exception)
+        council = requested == COUNCIL and provenance.council_words(original_exception)
         if not provenance.failures(call_id):
             provenance.forget(call_id)
             # e.g. the council's deadline: no attempt failed, the council's words say why
@@ -166,21 +154,25 @@ class DemotionLog(CustomLogger):
     ) -> AsyncGenerator[Any, None]:
         """A stream that breaks after its first bytes reached the client has no failure event of LiteLLM's:
         the record is written here (the tier that was answering, and why), then the error goes on."""
+        sent = False
         try:
             async for chunk in response:
                 yield chunk
+                sent = True
         except Exception as exc:
-            await self._stream_broke(request_data, response, exc)
+            await self._stream_broke(request_data, response, exc, sent)
             raise
 
-    async def _stream_broke(self, request_data: dict, response: Any, exc: BaseException) -> None:
+    async def _stream_broke(self, request_data: dict, response: Any, exc: BaseException, sent: bool) -> None:
+        """`sent`: the client had part of the answer (a council fails before its first chunk, its members having
+        failed: not mid-answer)."""
         call_id = request_data.get("litellm_call_id") or ""
         requested = provenance.requested_tier(request_data)
         if not requested:
             return
         found = provenance.of_response(request_data, response)
         answering = (found.served if found else None) or requested
-        provenance.note_failure(call_id, answering, f"{short_reason(exc)}, mid-answer")
+        provenance.note_failure(call_id, answering, f"{short_reason(exc)}, mid-answer" if sent else short_reason(exc))
         verdict = await provenance.verdict(call_id, requested, None, True, broke_at=answering)
         self._write(verdict, _since_received(request_data.get("metadata") or {}))
 

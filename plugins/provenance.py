@@ -117,8 +117,24 @@ def forget(call_id: str | None) -> None:
         found.failures.clear()
 
 
+def council_words(exc: BaseException) -> str | None:
+    """The council's own error (plugins/council.py), whole: it already names each member or the chairman and why."""
+    text = str(exc)
+    start = text.find("council: ")
+    if start < 0 or ("CouncilException" not in text and not text.startswith("council: ")):
+        return None
+    words = " ".join(text[start:].split())
+    for tail in (" Deployment Info:", " LiteLLM: model group", " Received Model Group"):  # the router's additions
+        words = words.split(tail, 1)[0]
+    return words
+
+
 def short_reason(exc: BaseException) -> str:
-    """A few words a user can act on: `connection refused`, `timeout`, `HTTP 500: <backend's words>`."""
+    """A few words a user can act on: `connection refused`, `timeout`, `HTTP 500: <backend's words>`; the
+    council's own words whole (they name each member's reasons)."""
+    council = council_words(exc)
+    if council:
+        return council.removeprefix("council: ")
     name = type(exc).__name__
     text = str(exc)
     low = text.lower()

@@ -227,3 +227,33 @@ def test_ask_council_asks_afresh_every_time(proxy: Proxy, council: FakeOllama) -
     assert [json.loads(r.stdout)["cache_hit"] for r in (first, second)] == [False, False]
     members, chairmen = split(council.chat_requests(NINE_B))
     assert (len(members), len(chairmen)) == (4, 2)
+
+
+def test_a_demoted_members_record_says_why_and_how_long(proxy: Proxy, council: FakeOllama) -> None:
+    """Each member's hops share its own call id: its record names the hop that failed and its latency (inner
+    calls without one got a fresh id per hop: 'fast-9b: skipped', latency null)."""
+    from harness.stack import read_jsonl
+
+    before = len(read_jsonl(proxy.env_path("DEMOTION_LOG")))
+    council.set_fault(NINE_B, "http_500", times=1)
+    assert proxy.chat("council", "one member demoted").status_code == 200
+    deadline = time.monotonic() + 10
+    while not (records := read_jsonl(proxy.env_path("DEMOTION_LOG"))[before:]):
+        assert time.monotonic() < deadline, "no record for the demoted member"
+        time.sleep(0.05)
+    [member] = records
+    assert (member["requested"], member["served"]) == ("fast-9b", "fast-3b")
+    assert member["failed"] == ["fast-9b: HTTP 500: llama runner process has terminated: signal: killed"]
+    assert isinstance(member["latency_s"], float) and member["latency_s"] > 0
+
+
+def test_a_streamed_council_whose_members_all_fail_is_on_record(proxy: Proxy, council: FakeOllama) -> None:
+    """Nothing was sent when it failed: the record says the members' reasons, not 'mid-answer'."""
+    council.set_fault(NINE_B, "http_500", times=2)
+    result = proxy.stream("council", "streamed, all members down", disable_fallbacks=True)
+    assert result.status == 503 and not result.events
+    record = proxy.demotion(result.headers.get("x-litellm-call-id"))
+    assert (record["requested"], record["served"], record["stream"]) == ("council", None, True)
+    [why] = record["failed"]
+    assert why.startswith("council: every member failed (fast-9b: HTTP 500: llama runner process")
+    assert "mid-answer" not in why
