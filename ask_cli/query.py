@@ -368,9 +368,12 @@ def answer(question: Question, json_output: bool = False, url: str | None = None
             else f"the answer was cut off: {exc}"
         )
     except client.ProxyError as exc:
-        outcome.exit_code, outcome.error = 1, exc.message
+        outcome.exit_code = 1
+        outcome.error = f"the answer was cut off: {exc.message}" if outcome.answer else exc.message
         if exc.headers and not outcome.served_by:  # an error status: the tier that failed, when the headers say
             outcome.served_by = Provenance.of_headers(question.model, exc.headers).served
+        if outcome.served_by is None and not outcome.answer:  # no text came: no tier answered
+            outcome.served_by = ""
     except ValueError as exc:  # an event that is not JSON: logged as the failure it is, not as an answer
         outcome.exit_code, outcome.error = 1, f"the proxy sent a stream event that is not JSON ({exc})"
     except KeyboardInterrupt:
