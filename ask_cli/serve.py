@@ -97,6 +97,8 @@ class Stack:
         if os.environ.get("REDIS_HOST"):
             os.environ.setdefault("REDIS_PORT", "6379")  # the router only uses Redis when it has a port too
         env = dict(os.environ)
+        if env.get("REDIS_HOST"):
+            env = {**stack_config.REDIS_ENV, **env}
         env[paths.KEY_ENV] = paths.master_key() or ""
         env[TINY_KEY_ENV] = env[paths.KEY_ENV]  # the embedded model takes only the key the proxy's tiny sends
         env.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # offline: never fetch the cost map

@@ -145,6 +145,11 @@ REDIS_READ_INTERVAL_S = 1.0
 # Redis answers a local or LAN request in about a millisecond; LiteLLM's default of 5 s per read and write let a
 # frozen Redis (SIGSTOP, a stalled disk) add up to 10 s to every request. Past this the cache is skipped.
 REDIS_TIMEOUT_S = 0.25
+# LiteLLM's Redis circuit breaker (litellm/caching/redis_cache.py, RedisCircuitBreaker) opens after 5 refused
+# calls and then skips Redis for REDIS_CIRCUIT_BREAKER_RECOVERY_TIMEOUT s, 60 by default: caching resumed up to a
+# minute after Redis was back. It is read when litellm is imported, so it reaches the proxy as its environment.
+# 2 s: while Redis is down, one probe every 2 s, refused at once or after REDIS_TIMEOUT_S.
+REDIS_ENV = {"REDIS_CIRCUIT_BREAKER_RECOVERY_TIMEOUT": "2"}
 REDIS = {
     "host": "os.environ/REDIS_HOST",
     "port": "os.environ/REDIS_PORT",

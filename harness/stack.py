@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 import yaml
 
-from ask_cli import embedded
+from ask_cli import embedded, stack_config
 from harness.processes import ROOT, Server, closed_port_url, free_port, log_tail, python_module
 
 CONFIG = ROOT / "litellm-config.yaml"
@@ -183,6 +183,8 @@ def stack_env(tmp: Path, **backends: str) -> dict[str, str]:
         RAM_BUDGET_GB="64",
         RAM_BUDGET_STATE=str(tmp / "budget.json"),
     )
+    if "REDIS_HOST" in backends:
+        env.update(stack_config.REDIS_ENV)  # as `ask serve` sets it
     env.update(backends)
     return env
 

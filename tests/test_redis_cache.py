@@ -12,13 +12,14 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from ask_cli import stack_config
 from harness.fake_ollama import FakeOllama
 from harness.processes import stop
 from harness.redis_server import Redis, assert_redis_warning
-from harness.stack import CONFIG, ROOT, Proxy, free_port, running_proxy, stack_env
+from harness.stack import CONFIG, KEY, ROOT, Proxy, free_port, running_proxy, stack_env
 
 pytestmark = [
     pytest.mark.redis,
@@ -68,23 +69,26 @@ def test_answers_are_cached_in_redis_with_an_explicit_ttl(
 
 
 def test_redis_down_then_back(redis_proxy: Proxy, redis: Redis, fake_ollama: FakeOllama) -> None:
-    """Redis dropped mid-run: requests are still served, with a warning. Back: caching resumes."""
+    """Redis dropped mid-run: requests are still served, with a warning. Back: caching resumes within seconds,
+    though the requests meanwhile opened LiteLLM's Redis circuit breaker (5 refused calls), which by itself skips
+    Redis for 60 s (`stack_config.REDIS_ENV`)."""
     fake_ollama.reset()
     redis.stop()
     try:
-        down = redis_proxy.chat("fast-3b", "while redis is down")
-        assert down.status_code == 200 and down.headers["x-served-by"] == "fast-3b"
+        for n in range(8):
+            down = redis_proxy.chat("fast-3b", f"while redis is down {n}")
+            assert down.status_code == 200 and down.headers["x-served-by"] == "fast-3b"
         assert_redis_warning(redis_proxy)
     finally:
         redis.start()
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + 3 * float(stack_config.REDIS_ENV["REDIS_CIRCUIT_BREAKER_RECOVERY_TIMEOUT"])
     while True:
         prompt = f"after redis came back {time.monotonic()}"
         redis_proxy.chat("fast-1b", prompt)
         if any(True for _ in redis.cache_keys()):
             break
-        assert time.monotonic() < deadline, "caching did not resume in Redis"
-        time.sleep(0.5)
+        assert time.monotonic() < deadline, "caching did not resume in Redis within seconds"
+        time.sleep(0.2)
 
 
 def test_unreachable_redis_at_start_still_serves(tmp_path: Path, fake_ollama: FakeOllama, tiny_url: str) -> None:
@@ -166,8 +170,11 @@ def test_ask_serve_says_once_when_redis_drops_and_once_when_it_is_back(
         REDIS_HOST="127.0.0.1",
         REDIS_PORT=str(server.port),
     )
+    for name in stack_config.REDIS_ENV:
+        del env[name]  # `ask serve` sets them itself
     said = tmp_path / "serve.err"
-    cmd = [sys.executable, "-m", "ask_cli", "serve", "--no-embedded", "--no-warm", "--port", str(free_port())]
+    port = free_port()
+    cmd = [sys.executable, "-m", "ask_cli", "serve", "--no-embedded", "--no-warm", "--port", str(port)]
     with said.open("w") as err:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
 
@@ -182,10 +189,23 @@ def test_ask_serve_says_once_when_redis_drops_and_once_when_it_is_back(
         until("proxy listening on")
         server.stop()
         until("serving without the shared cache until it answers")
+        for n in range(6):  # enough refused calls to open LiteLLM's Redis circuit breaker
+            assert ask_proxy(port, f"while redis is down {n}").status_code == 200
         server.start()
         until("the shared cache is back")
+        deadline = time.monotonic() + 3 * float(stack_config.REDIS_ENV["REDIS_CIRCUIT_BREAKER_RECOVERY_TIMEOUT"])
+        while not server.cache_keys():  # `ask serve` gave the proxy the breaker's short recovery
+            assert ask_proxy(port, f"redis is back {time.monotonic()}").status_code == 200
+            assert time.monotonic() < deadline, "caching did not resume within seconds of Redis coming back"
+            time.sleep(0.2)
     finally:
         stop([proc], grace_s=30)  # type: ignore[list-item]
         server.stop()
     text = said.read_text()
     assert text.count("serving without the shared cache") == 1 and text.count("the shared cache is back") == 1
+
+
+def ask_proxy(port: int, prompt: str) -> httpx.Response:
+    body = {"model": "fast-3b", "messages": [{"role": "user", "content": prompt}]}
+    headers = {"Authorization": f"Bearer {KEY}"}
+    return httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions", json=body, headers=headers, timeout=60)
