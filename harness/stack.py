@@ -176,6 +176,7 @@ def stack_env(tmp: Path, **backends: str) -> dict[str, str]:
         XDG_DATA_HOME=str(tmp / "data"),
         XDG_CONFIG_HOME=str(tmp / "config"),
         DEMOTION_LOG=str(tmp / "demotions.jsonl"),
+        DEMOTION_NOTIFY="off",  # no desktop notices from tests on a developer's desktop (tests/test_desktop.py)
         PYTHONUNBUFFERED="1",
         PYTHONFAULTHANDLER="1",  # a crash of the proxy (a segfault inside CPython was seen once) leaves its stack
         # A budget every tier fits in: what is resident is then the emulated Ollama's own doing (its scheduler),

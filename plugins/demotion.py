@@ -1,4 +1,5 @@
-"""The demotion log: one JSON line and one WARNING per demoted request, an optional webhook alert, and tags.
+"""The demotion log: one JSON line and one WARNING per demoted request, an optional webhook alert, a desktop
+notification (plugins/desktop.py), and tags.
 
 Renders `provenance`'s verdict, decides nothing itself. Hooks: `async_pre_call_deployment_hook` and
 `async_post_call_failure_deployment_hook` note each attempt and each failed one (with a short reason) in the
@@ -25,6 +26,7 @@ from litellm.integrations.custom_logger import CustomLogger
 from contract import COUNCIL, degraded_marker
 from contract.paths import demotion_log, private_dir
 from plugins import provenance
+from plugins.desktop import DesktopNotice
 from plugins.log import logger
 from plugins.provenance import short_reason
 
@@ -81,6 +83,7 @@ class DemotionLog(CustomLogger):
     def __init__(self) -> None:
         super().__init__()
         self.webhook = Webhook(os.environ.get(WEBHOOK_ENV) or None, float(os.environ.get(WEBHOOK_INTERVAL_ENV, "300")))
+        self.desktop = DesktopNotice.from_env()
 
     # -- collecting attempts ---------------------------------------------------------------------------
     async def async_pre_call_deployment_hook(self, kwargs: dict[str, Any], call_type: Any) -> None:
@@ -194,6 +197,7 @@ class DemotionLog(CustomLogger):
         else:
             log.warning("%s (%s)", degraded_marker(verdict.requested, verdict.served), why)
             self.webhook.fire(f"fallback fired: used {verdict.served} because {verdict.requested} failed ({why})")
+            self.desktop.fire(verdict.requested, verdict.served, why)
         path = demotion_log()
         try:
             append_record(path, record)
