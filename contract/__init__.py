@@ -28,6 +28,8 @@ COUNCIL_MEMBERS = "X-Council-Members"  # the tier that served each member that a
 COUNCIL_CHAIRMAN = "X-Council-Chairman"  # the tier that served the chairman
 COUNCIL_FAILED = "X-Council-Failed"  # how many members failed, when any did
 COUNCIL_DEGRADED = "X-Council-Degraded"  # "fast-9b->fast-3b,think-9b->heavy", when any part was demoted
+MAX_TOKENS_CLAMPED = "X-Max-Tokens-Clamped"  # "32000 -> 4096": the answer's limit cut to what num_ctx leaves
+THINKING_DROPPED = "X-Thinking-Dropped"  # a tier whose model cannot think: the request's thinking was not sent
 
 LOCAL, FREE_CLOUD, PREMIUM = "local", "free-cloud", "premium"  # model_info.lane values
 

@@ -15,7 +15,7 @@ Every inner call goes through the proxy's own router (read at call time), so fal
 demotion log and cooldowns apply to it as to any request. A request with `disable_fallbacks` (`ask --no-fallback`)
 passes it on: then no part of the council may demote.
 
-Honesty: the council leaves a report per call id (`provenance.note_council`), which `plugins/served_by.py` turns into
+Honesty: the council leaves a report per call id (`provenance.note_headers`), which `plugins/served_by.py` turns into
 plain response headers: `X-Council-Members` (the tier that served each member that answered, after any
 fallback), `X-Council-Chairman`, `X-Council-Failed` (how many members failed, when any did) and
 `X-Council-Degraded` (`fast-9b->fast-3b,...`, when any part was demoted). Headers a custom handler sets itself
@@ -125,7 +125,7 @@ def _report(call_id: str | None, members: list[MemberAnswer], settings: Settings
         demoted.append((settings.chairman, chairman))
     if demoted:
         headers[COUNCIL_DEGRADED] = format_pairs(demoted)
-    provenance.note_council(call_id, headers)
+    provenance.note_headers(call_id, headers)
 
 
 # -- the stages ---------------------------------------------------------------------------------------

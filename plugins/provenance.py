@@ -69,7 +69,7 @@ class Ledger:
 
     attempts: list[str] = field(default_factory=list)  # the tier of every deployment attempt
     failures: list[Hop] = field(default_factory=list)  # attempts that failed or that a plugin refused
-    council: dict[str, str] = field(default_factory=dict)  # the council's headers (plugins/council.py)
+    said: dict[str, str] = field(default_factory=dict)  # headers plugins add: the council's, X-Max-Tokens-Clamped
 
 
 _ledgers: BoundedMap[str, Ledger] = BoundedMap(REMEMBERED_CALLS)
@@ -92,16 +92,17 @@ def note_failure(call_id: str | None, tier: str | None, reason: str) -> None:
         ledger(call_id).failures.append(Hop(tier, reason))
 
 
-def note_council(call_id: str | None, headers: Mapping[str, str]) -> None:
-    """The council's report for one call: which tier served each member and the chairman."""
+def note_headers(call_id: str | None, headers: Mapping[str, str]) -> None:
+    """Headers a plugin adds to this call's response: the council's report (which tier served each member and
+    the chairman), a clamped max_tokens, a dropped thinking request."""
     if call_id:
-        ledger(call_id).council = dict(headers)
+        ledger(call_id).said.update(headers)
 
 
-def council_headers(call_id: str | None) -> dict[str, str]:
-    """The council's headers for one call; empty for any other call."""
+def said_headers(call_id: str | None) -> dict[str, str]:
+    """The headers plugins noted for one call; empty for most."""
     found = _ledgers.get(call_id) if call_id else None
-    return dict(found.council) if found else {}
+    return dict(found.said) if found else {}
 
 
 def failures(call_id: str | None) -> list[Hop]:

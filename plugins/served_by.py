@@ -36,7 +36,7 @@ log = logger("served_by")
 def headers_for(request: dict, response: Any, model_id: str | None = None) -> dict[str, str]:
     """The provenance headers of one response, the council's included; empty when nothing is known."""
     found = provenance.of_response(request, response, model_id)
-    return {**(found.headers() if found else {}), **provenance.council_headers(request.get("litellm_call_id"))}
+    return {**(found.headers() if found else {}), **provenance.said_headers(request.get("litellm_call_id"))}
 
 
 class ServedBy(CustomLogger):

@@ -224,7 +224,9 @@ def test_a_long_prompt_escalates_to_a_larger_context_and_says_so(lanes: Cloud) -
     record = lanes.proxy.demotion(resp.headers.get("x-litellm-call-id"))
     assert (record["requested"], record["served"]) == ("fast-9b", "cloud-free")
     [reason] = record["failed"]
-    assert reason.startswith("fast-9b: prompt over num_ctx (") and reason.endswith(" > 8192 tokens), escalated")
+    assert reason.startswith("fast-9b: prompt over num_ctx (") and reason.endswith(
+        " > 7680 tokens), escalated"
+    )  # 512 kept for the answer
 
 
 def test_without_the_cloud_a_long_prompt_goes_to_heavy(

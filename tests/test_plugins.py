@@ -570,7 +570,7 @@ async def test_council_report_becomes_its_headers(router: litellm.Router) -> Non
         "X-Council-Failed": "1",
         "X-Council-Degraded": "fast-9b->fast-3b,think-9b->heavy",
     }
-    assert provenance.council_headers(call_id) == expected
+    assert provenance.said_headers(call_id) == expected
     seen = contract.Provenance.of_headers(contract.COUNCIL, expected)  # what `ask` reads back
     assert (seen.council_degraded, seen.council_failed) == ([("fast-9b", "fast-3b"), ("think-9b", "heavy")], 1)
 
@@ -582,7 +582,7 @@ async def test_council_report_becomes_its_headers(router: litellm.Router) -> Non
 
     whole = new_call_id()
     council._report(whole, members[:1], settings, chairman="think-9b")
-    assert provenance.council_headers(whole) == {"X-Council-Members": "fast-9b", "X-Council-Chairman": "think-9b"}
+    assert provenance.said_headers(whole) == {"X-Council-Members": "fast-9b", "X-Council-Chairman": "think-9b"}
 
 
 # -- provenance ---------------------------------------------------------------------------------------------------
