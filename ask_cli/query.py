@@ -9,6 +9,7 @@ imports this module and nothing heavier. Its records are namedtuples and plain c
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from collections import namedtuple
@@ -370,6 +371,8 @@ def answer(question: Question, json_output: bool = False, url: str | None = None
     except client.ProxyError as exc:
         outcome.exit_code = 1
         outcome.error = f"the answer was cut off: {exc.message}" if outcome.answer else exc.message
+        if exc.status == 401:
+            outcome.error = refused_key(base)
         if exc.headers and not outcome.served_by:  # an error status: the tier that failed, when the headers say
             outcome.served_by = Provenance.of_headers(question.model, exc.headers).served
         if outcome.served_by is None and not outcome.answer:  # no text came: no tier answered
@@ -399,6 +402,15 @@ def answer(question: Question, json_output: bool = False, url: str | None = None
     for warning in filter(None, warnings):
         warn(warning)
     return outcome
+
+
+def refused_key(base: str) -> str:
+    """The line for a 401: which key `ask` sent, and the two ways to make the two sides agree."""
+    sent = f"${paths.KEY_ENV}" if os.environ.get(paths.KEY_ENV, "").strip() else str(paths.key_file())
+    return (
+        f"the proxy at {base} refused the key from {sent}: it runs with another master key; set "
+        f"{paths.KEY_ENV} to the proxy's key, or restart the stack with `ask serve`"
+    )
 
 
 def _ask_proxy(question: Question, base: str, json_output: bool, outcome: Outcome, timeout: float) -> None:

@@ -347,3 +347,26 @@ def test_an_unattributed_answer_is_said_never_guessed_nor_cached(
     assert (again["served_by"], again["demoted"], again["cache_hit"]) == (None, False, False)
     assert len(bodies) == 2  # the first answer was not cached
     assert [e["served_by"] for e in telemetry_lines(tmp_path)] == [None, None]
+
+
+def test_a_refused_key_names_where_ask_took_it_from(proxy: Proxy, tmp_path: Path) -> None:
+    """A key that is not the proxy's (another LITELLM_MASTER_KEY, a key file from another machine): one line
+    naming the key's source and the fix (was 'ask: No connected db.')."""
+    import os
+
+    base = {k: v for k, v in os.environ.items() if k != "LITELLM_MASTER_KEY"}
+    env = dict(base, ASK_PROXY_URL=proxy.url, XDG_CONFIG_HOME=str(tmp_path))
+    (tmp_path / "ask").mkdir()
+    key_file = tmp_path / "ask" / "master.key"
+    key_file.write_text("sk-" + "1" * 32 + "\n")
+    key_file.chmod(0o600)
+    for extra, source in (({}, str(key_file)), ({"LITELLM_MASTER_KEY": "sk-wrong"}, "$LITELLM_MASTER_KEY")):
+        result = subprocess.run(
+            [sys.executable, "-m", "ask_cli", "--no-cache", "hi"],
+            capture_output=True, text=True, env={**env, **extra}, cwd=ROOT, timeout=60,
+        )  # fmt: skip
+        assert result.returncode == 1
+        assert result.stderr.splitlines() == [
+            f"ask: the proxy at {proxy.url} refused the key from {source}: it runs with another master key; set "
+            "LITELLM_MASTER_KEY to the proxy's key, or restart the stack with `ask serve`"
+        ]
