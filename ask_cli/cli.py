@@ -164,6 +164,11 @@ def serve(
 ) -> None:
     """Start the embedded model and the LiteLLM proxy on 127.0.0.1; Ctrl-C stops both.
 
+    The embedded model (tier `tiny`) listens on 127.0.0.1:11435, or where TINY_API_BASE says
+    (TINY_API_BASE=http://127.0.0.1:11500/v1); a server already answering there is used as it is.
+    While it runs, `ask`, `ask setup`, `ask models` and `ask doctor` find this proxy (its --port) in
+    ~/.local/share/ask/serve.json, unless ASK_PROXY_URL is set.
+
     Example: ask serve --ask "Say hello in five words."
     """
     from ask_cli import serve as serving

@@ -14,7 +14,7 @@ import contextlib
 import json
 import os
 
-from contract import COUNCIL_FIELD, DEFAULT_PROXY_URL, PROXY_URL_ENV, Provenance
+from contract import COUNCIL_FIELD, DEFAULT_PROXY_URL, PROXY_URL_ENV, Provenance, paths
 
 TYPE_CHECKING = False  # see ask_cli/query.py
 if TYPE_CHECKING:
@@ -23,7 +23,40 @@ if TYPE_CHECKING:
 
 
 def proxy_url() -> str:
-    return os.environ.get(PROXY_URL_ENV, DEFAULT_PROXY_URL).rstrip("/")
+    """`ASK_PROXY_URL`, else where a running `ask serve` listens (`ask serve --port 4100`), else :4000."""
+    return (os.environ.get(PROXY_URL_ENV) or listening_url() or DEFAULT_PROXY_URL).rstrip("/")
+
+
+def listening_url() -> str | None:
+    """The URL a running `ask serve` recorded; None when none runs (no file, or its process is gone)."""
+    try:
+        with open(paths.serve_state(), encoding="utf-8") as f:
+            state = json.load(f)
+        os.kill(int(state["pid"]), 0)
+        return str(state["url"])
+    except PermissionError:  # a process of another user has that pid: not ours
+        return None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def record_listening(url: str) -> None:
+    """Say where this process's proxy listens (0600, replaced whole), for `proxy_url` in other shells."""
+    path = paths.serve_state()
+    paths.private_dir(path.parent)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump({"url": url, "pid": os.getpid()}, f)
+    os.replace(temporary, path)
+
+
+def forget_listening() -> None:
+    """Remove the record if it is this process's (a second `ask serve` that failed leaves the first's)."""
+    path = paths.serve_state()
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+        if int(json.loads(path.read_text(encoding="utf-8"))["pid"]) == os.getpid():
+            path.unlink()
 
 
 TIMEOUT_ENV = "ASK_TIMEOUT_S"

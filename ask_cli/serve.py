@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from ask_cli import processes, stack_config
+from ask_cli import client, processes, stack_config
 from contract import BACKEND_DEFAULTS, DEFAULT_TIER, TINY_KEY_ENV, paths
 
 if TYPE_CHECKING:
@@ -195,6 +195,7 @@ class Stack:
             self._mark("ready")
             where = f"${paths.KEY_ENV}" if os.environ.get(paths.KEY_ENV, "").strip() else _home(paths.key_file())
             self.log(f"proxy listening on {self.url}/v1 (master key in {where})")
+            client.record_listening(self.url)
             lines = _lines(doctor.check_embedded, tiers, CHECK_TIMEOUT_S) if ours else []
             for line in lines + [line for future in pending for line in _said(future.result())]:
                 self.log(line)
@@ -362,6 +363,7 @@ class Stack:
     def stop(self) -> None:
         """SIGTERM each child's process group, SIGKILL what has not gone in 15 s. Signals wait meanwhile."""
         self.stopping.set()
+        client.forget_listening()
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, signal.SIG_IGN)
         processes.stop([proc for _name, proc in reversed(self.children)], grace_s=15)

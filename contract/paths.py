@@ -48,6 +48,11 @@ def key_file() -> Path:
     return config_dir() / "master.key"
 
 
+def serve_state() -> Path:
+    """Where `ask serve` says where its proxy listens, while it runs (ask_cli/client.py `proxy_url`)."""
+    return data_dir() / "serve.json"
+
+
 def master_key(create: bool = True) -> str | None:
     """The proxy's master key: `LITELLM_MASTER_KEY` if set, else the 0600 key file, made once if absent.
 

@@ -97,9 +97,14 @@ def test_fresh_machine_gets_a_real_answer_then_stops_cleanly(tmp_path: Path) -> 
         assert proc.poll() is None, "kept serving after the answer"
         key_file = tmp_path / "config" / "ask" / "master.key"
         assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+        said = []  # the whole answer first: a SIGTERM while it streams is an interrupted --ask (exit 1)
+        while proc.stderr and not (said and said[-1].startswith(("serving;", "ask: "))):
+            said.append(proc.stderr.readline())
+            assert said[-1], "ask serve closed stderr before serving"
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=30) == 0
-        stderr = proc.stderr.read() if proc.stderr else ""
+        code = proc.wait(timeout=30)
+        stderr = "".join(said) + (proc.stderr.read() if proc.stderr else "")
+        assert code == 0, stderr[-3000:]
     finally:
         _stop(proc)
     assert "[degraded: fast-9b → tiny]" in stderr
@@ -433,3 +438,34 @@ def test_the_embedded_model_killed_is_restarted_and_the_stack_keeps_serving(tmp_
         _stop(proc)
     text = said.read_text()
     assert "embedded model was killed by signal 9; restarting it in 1 s (its log: " in text
+
+
+def test_ask_and_its_commands_find_a_proxy_on_another_port_while_it_runs(
+    tmp_path: Path, fake_ollama: object, tiny_url: str
+) -> None:
+    """`ask serve --port P`: `ask`, `ask models` and `ask setup` use P with no ASK_PROXY_URL (they used :4000),
+    from a 0600 state file that goes when the stack stops."""
+    port = free_port()
+    env = {k: v for k, v in _against_fakes(tmp_path, fake_ollama, tiny_url).items() if k != "ASK_PROXY_URL"}
+    said = tmp_path / "serve.err"
+    cmd = [sys.executable, "-m", "ask_cli", "serve", "--no-embedded", "--no-warm", "--port", str(port)]
+    with said.open("w") as err:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
+    state = tmp_path / "data" / "ask" / "serve.json"
+    try:
+        deadline = time.monotonic() + 60
+        while "serving; Ctrl-C stops the stack" not in said.read_text():
+            assert proc.poll() is None and time.monotonic() < deadline, said.read_text()[-2000:]
+            time.sleep(0.1)
+        assert stat.S_IMODE(state.stat().st_mode) == 0o600
+        answer = run_ask("-m", "fast-3b", "--no-cache", "hi", env=env, timeout=60)
+        assert answer.returncode == 0 and answer.stdout.startswith("Hello from llama3.2:3b"), answer.stderr
+        models = run_ask("models", env=env, timeout=60)
+        assert models.returncode == 0 and "read from" not in models.stderr, models.stderr  # the proxy's view
+        setup = run_ask("setup", "opencode", env=env, timeout=60)
+        assert f"http://127.0.0.1:{port}/v1" in setup.stdout and ":4000" not in setup.stdout
+    finally:
+        stop([proc], grace_s=30)  # type: ignore[list-item]
+    assert not state.exists()
+    later = run_ask("-m", "fast-3b", "--no-cache", "hi", env=env, timeout=60)
+    assert later.returncode == 1 and "the proxy is not running at http://127.0.0.1:4000" in later.stderr
