@@ -163,21 +163,24 @@ class DemotionLog(CustomLogger):
                 yield chunk
                 sent = True
         except Exception as exc:
-            await self._stream_broke(request_data, response, exc, sent)
+            tier = await self._stream_broke(request_data, response, exc, sent)
+            if tier and sent:
+                _name_in_error_event(exc, tier)
             raise
 
-    async def _stream_broke(self, request_data: dict, response: Any, exc: BaseException, sent: bool) -> None:
-        """`sent`: the client had part of the answer (a council fails before its first chunk, its members having
-        failed: not mid-answer)."""
+    async def _stream_broke(self, request_data: dict, response: Any, exc: BaseException, sent: bool) -> str | None:
+        """Record a broken stream; the tier that was answering. `sent`: the client had part of the answer (a
+        council fails before its first chunk, its members having failed: not mid-answer)."""
         call_id = request_data.get("litellm_call_id") or ""
         requested = provenance.requested_tier(request_data)
         if not requested:
-            return
+            return None
         found = provenance.of_response(request_data, response)
         answering = (found.served if found else None) or requested
         provenance.note_failure(call_id, answering, f"{short_reason(exc)}, mid-answer" if sent else short_reason(exc))
         verdict = await provenance.verdict(call_id, requested, None, True, broke_at=answering)
         self._write(verdict, _since_received(request_data.get("metadata") or {}))
+        return answering
 
     # -- writing --------------------------------------------------------------------------------------
     def _write(self, verdict: provenance.Verdict, latency_s: float | None) -> None:
@@ -203,6 +206,14 @@ class DemotionLog(CustomLogger):
             append_record(path, record)
         except OSError as exc:
             log.warning("could not write the demotion log %s: %s", path, exc.strerror or exc)
+
+
+def _name_in_error_event(exc: BaseException, tier: str) -> None:
+    """The error event that ends a broken stream is made from the exception's `message` (LiteLLM's proxy): it
+    starts with the tier that stopped, as the demotion record does."""
+    message = getattr(exc, "message", None)
+    if isinstance(message, str) and not message.startswith(f"{tier} "):
+        exc.message = f"{tier} stopped mid-answer: {message}"  # type: ignore[attr-defined]
 
 
 def _http_error(exc: BaseException, detail: str) -> Exception:

@@ -220,6 +220,7 @@ def test_an_ollama_error_line_after_content_is_the_backends_error_not_the_client
     assert result.text.startswith("Hello ") and not result.done
     assert result.error is not None
     error = json.loads(result.error)
+    assert error["message"].startswith("fast-9b stopped mid-answer: ")  # the tier, as in the record
     assert "an error was encountered while running the model" in error["message"]
     assert "KeyError" not in error["message"] and str(error.get("code")) == "500"
     record = proxy.demotion(result.headers.get("x-litellm-call-id"))  # the broken answer is on record

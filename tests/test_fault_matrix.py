@@ -7,6 +7,7 @@ LiteLLM 1.106.2's; where it is not what a user would want, the test says so.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -175,6 +176,7 @@ def test_dropped_stream_after_the_first_chunk_ends_with_an_error_event(
     assert result.headers["x-served-by"] == "fast-9b" and "x-demoted-from" not in result.headers
     assert result.text.startswith("Hello ") and THREE_B not in result.text
     assert result.error is not None and "Response payload is not completed" in result.error
+    assert json.loads(result.error)["message"].startswith("fast-9b stopped mid-answer: ")
     assert keep_alive_per_hop(healthy) == [(NINE_B, "15m")]  # no fallback attempt
     assert_no_success_story(proxy, result.headers.get("x-litellm-call-id"), "fast-9b", recorded=True)
 
