@@ -201,6 +201,12 @@ def serve(
         raise fail(str(exc), 2) from None
     except RuntimeError as exc:
         raise fail(str(exc)) from None
+    except OSError as exc:  # the data dir read-only or full: its logs, derived configs and state go there
+        where = exc.filename or paths.data_dir()
+        raise fail(
+            f"cannot write {where} ({exc.strerror or exc}): ask serve keeps its logs and state in "
+            f"{paths.data_dir()}; free space or fix its permissions, or set XDG_DATA_HOME elsewhere"
+        ) from None
     except serving.Stopped:
         typer.echo("stopping the stack", err=True)
     finally:

@@ -80,17 +80,21 @@ def private_log(path: Path) -> IO[bytes]:
 _ERROR_LINE = re.compile(r"^(ERROR|CRITICAL|FATAL)\b|^[A-Za-z_][\w.]*(Error|Exception|Exit)\b")
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
 def why_it_stopped(path: Path, lines: int = 20) -> str:
     """What a log says about why its process stopped: its error lines (a logger's ERROR, the last line of each
-    traceback), the last few of them; else its last `lines` lines; "" if there is no log."""
+    traceback), the last few of them; else its last `lines` lines (none with `lines=0`: a process killed by
+    a signal wrote nothing about it, and its start screen is not a reason); "" if there is no log."""
     try:
         with path.open("rb") as fh:
             fh.seek(max(0, fh.seek(0, os.SEEK_END) - 256 * 1024))
-            text = fh.read().decode(errors="replace").splitlines()
+            text = _ANSI.sub("", fh.read().decode(errors="replace")).splitlines()
     except OSError:
         return ""
     errors = list(dict.fromkeys(line.rstrip() for line in text if _ERROR_LINE.match(line)))
-    return "\n".join(errors[-5:] if errors else text[-lines:])
+    return "\n".join(errors[-5:] if errors else text[-lines:] if lines else [])
 
 
 def answers(url: str, timeout: float = 2.0) -> bool:

@@ -317,8 +317,11 @@ class Stack:
         said = f"{self._how(child)}{when}"
         if child.log is None:
             return f"{said} (see above)"
-        why = processes.why_it_stopped(child.log, TAIL_LINES)
-        return f"{said}; from {_home(child.log)}:\n{why}" if why else f"{said} ({_home(child.log)} is empty)"
+        killed = child.proc.returncode is not None and child.proc.returncode < 0
+        why = processes.why_it_stopped(child.log, 0 if killed else TAIL_LINES)
+        if why:
+            return f"{said}; from {_home(child.log)}:\n{why}"
+        return f"{said} (its log: {_home(child.log)})" if killed else f"{said} ({_home(child.log)} is empty)"
 
     def watch(self) -> int:
         """Block until the proxy exits (then report it: 1) or a signal stops the stack (see

@@ -469,3 +469,43 @@ def test_ask_and_its_commands_find_a_proxy_on_another_port_while_it_runs(
     assert not state.exists()
     later = run_ask("-m", "fast-3b", "--no-cache", "hi", env=env, timeout=60)
     assert later.returncode == 1 and "the proxy is not running at http://127.0.0.1:4000" in later.stderr
+
+
+def test_the_proxy_killed_after_the_start_is_one_line_and_the_stack_stops(
+    tmp_path: Path, fake_ollama: object, tiny_url: str
+) -> None:
+    """A proxy killed by a signal (the OOM killer, `kill -9`) wrote nothing about why: ask serve says so in one
+    line with its log's path (it printed the log's tail: LiteLLM's start screen, in colour) and exits 1."""
+    port = free_port()
+    env = _against_fakes(tmp_path, fake_ollama, tiny_url)
+    said = tmp_path / "serve.err"
+    cmd = [sys.executable, "-m", "ask_cli", "serve", "--no-embedded", "--no-warm", "--port", str(port)]
+    with said.open("w") as err:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while "serving; Ctrl-C stops the stack" not in said.read_text():
+            assert proc.poll() is None and time.monotonic() < deadline, said.read_text()[-2000:]
+            time.sleep(0.1)
+        children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+        assert len(children) == 1, children  # the proxy alone (--no-embedded)
+        os.kill(int(children[0]), signal.SIGKILL)
+        assert proc.wait(timeout=30) == 1
+    finally:
+        stop([proc], grace_s=30)  # type: ignore[list-item]
+    lines = said.read_text().splitlines()
+    log = tmp_path / "data" / "ask" / "logs" / "litellm.log"
+    end = lines[lines.index("serving; Ctrl-C stops the stack") + 1 :]
+    assert end == [f"proxy was killed by signal 9 (its log: {log})", "stopping the stack"], end
+
+
+def test_a_data_dir_that_cannot_be_written_is_one_line(tmp_path: Path) -> None:
+    """The data dir unwritable (read-only, full, or here a file where the directory should be): one line naming
+    it, exit 1, nothing started (was an OSError traceback)."""
+    blocked = tmp_path / "not-a-dir"
+    blocked.write_text("")
+    env = {**stack_env(tmp_path), "XDG_DATA_HOME": str(blocked)}
+    result = run_ask("serve", "--no-embedded", "--port", str(free_port()), env=env, timeout=60)
+    assert result.returncode == 1
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith(f"ask: cannot write {blocked}") and "set XDG_DATA_HOME elsewhere" in line, line
