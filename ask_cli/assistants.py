@@ -35,6 +35,7 @@ AUTOCOMPLETE_TIERS = ("fast-3b", "fast-1b")
 OPENCODE_PROVIDER = "ask"  # models are then `ask/coder-30b` in opencode
 CONTINUE_SUFFIX = " (local stack)"  # marks the Continue model entries this command owns
 REDACTED = f"<{KEY_ENV}>"
+DEFAULT_CONTEXT = 8192  # the context assumed for a main tier whose yaml entry gives no num_ctx
 
 
 class SetupError(Exception):
@@ -153,7 +154,9 @@ def claude_code_settings(proxy: str, tiers: CodingTiers, key_file: Path) -> dict
     `apiKeyHelper` runs in /bin/sh). Model variables: https://code.claude.com/docs/en/model-config —
     ANTHROPIC_DEFAULT_{OPUS,SONNET,HAIKU}_MODEL are current; ANTHROPIC_SMALL_FAST_MODEL is the deprecated name of
     the haiku one, kept for older Claude Code. The /model aliases would otherwise send claude-* names our proxy
-    does not serve.
+    does not serve. CLAUDE_CODE_MAX_OUTPUT_TOKENS (https://code.claude.com/docs/en/env-vars): Claude Code asks
+    32,000 by default, four times the tiers' 8,192-token context; half the main tier's context leaves the other
+    half for its prompt and tools (the proxy clamps what still does not fit, plugins/context_window.py).
     The key comes from apiKeyHelper rather than a literal ANTHROPIC_AUTH_TOKEN, so the file holds no secret.
     """
     return {
@@ -164,9 +167,86 @@ def claude_code_settings(proxy: str, tiers: CodingTiers, key_file: Path) -> dict
             "ANTHROPIC_DEFAULT_SONNET_MODEL": tiers.main,
             "ANTHROPIC_DEFAULT_HAIKU_MODEL": tiers.small,
             "ANTHROPIC_SMALL_FAST_MODEL": tiers.small,
+            "CLAUDE_CODE_MAX_OUTPUT_TOKENS": str(max_output_tokens(tiers)),
         },
         "apiKeyHelper": f"printf '%s' {key_expression(key_file)}",
     }
+
+
+def max_output_tokens(tiers: CodingTiers) -> int:
+    """The answer's share of the main tier's context: half (4,096 of 8,192)."""
+    return tiers.context.get(tiers.main, DEFAULT_CONTEXT) // 2
+
+
+CODEX_PROVIDER = "local-llm-stack"
+
+
+def codex_config(base_url: str, tiers: CodingTiers) -> dict[str, Any]:
+    """Codex's `config.toml` keys (https://developers.openai.com/codex/config-sample, .../codex/config-reference):
+    a `model_providers` entry whose `base_url` ends in /v1 (Codex appends /responses), `wire_api = "responses"`
+    (the only one current Codex accepts; LiteLLM serves /v1/responses through the router), `env_key` naming the
+    variable that holds the key (never the key itself). `model_context_window` and
+    `model_auto_compact_token_limit` tell Codex the tier's real context, which it cannot know for a model outside
+    its catalog: it compacts its history before the tier would drop the oldest messages."""
+    context = tiers.context.get(tiers.main, DEFAULT_CONTEXT)
+    return {
+        "model": tiers.main,
+        "model_provider": CODEX_PROVIDER,
+        "model_context_window": context,
+        "model_auto_compact_token_limit": context * 3 // 4,
+        "model_providers": {
+            CODEX_PROVIDER: {
+                "name": "Local LLM stack",
+                "base_url": base_url,
+                "env_key": KEY_ENV,
+                "wire_api": "responses",
+            }
+        },
+    }
+
+
+def _toml_value(value: Any) -> str:
+    return json.dumps(value) if isinstance(value, str) else str(value)
+
+
+def _dump_codex(ours: dict[str, Any]) -> str:
+    roots = [f"{k} = {_toml_value(v)}" for k, v in ours.items() if not isinstance(v, dict)]
+    tables = [
+        f"[model_providers.{name}]\n" + "".join(f"{k} = {_toml_value(v)}\n" for k, v in table.items())
+        for name, table in ours["model_providers"].items()
+    ]
+    return "\n".join(roots) + "\n\n" + "\n".join(tables)
+
+
+def merge_codex_toml(text: str, ours: dict[str, Any]) -> str:
+    """The user's config.toml with our root keys set and our provider table replaced; every other line kept as
+    written (comments, other providers, profiles). TOML needs root keys before the first table."""
+    import tomllib
+
+    lines = text.splitlines()
+    table_re = re.compile(r"^\s*\[")
+    ours_header = re.compile(rf"^\s*\[\s*model_providers\.{re.escape(CODEX_PROVIDER)}\s*\]")
+    kept: list[str] = []
+    skipping = False
+    for line in lines:
+        if table_re.match(line):
+            skipping = bool(ours_header.match(line))
+        if not skipping:
+            kept.append(line)
+    first_table = next((i for i, line in enumerate(kept) if table_re.match(line)), len(kept))
+    roots = {k: v for k, v in ours.items() if not isinstance(v, dict)}
+    root_re = re.compile(rf"^\s*({'|'.join(map(re.escape, roots))})\s*=")
+    head = [line for line in kept[:first_table] if not root_re.match(line)]
+    while head and not head[-1].strip():
+        head.pop()
+    ours_roots = [f"{k} = {_toml_value(v)}" for k, v in roots.items()]
+    rest = kept[first_table:]
+    while rest and not rest[-1].strip():
+        rest.pop()
+    tables = _dump_codex(ours).split("\n\n", 1)[1]
+    merged = "\n".join([*head, *ours_roots, "", *rest, *([""] if rest else []), tables.rstrip("\n")]) + "\n"
+    tomllib.loads(merged)  # what Codex will read: a merge that broke the file must not be written
+    return merged
 
 
 def continue_config(base_url: str, tiers: CodingTiers) -> dict[str, Any]:
@@ -376,6 +456,15 @@ def parse_json_object(text: str, path: Path, jsonc_ok: bool = False) -> dict[str
     return data
 
 
+def parse_toml(text: str, path: Path | None) -> dict[str, Any]:
+    import tomllib
+
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise SetupError(f"{path}: not valid TOML ({exc}); nothing written") from None
+
+
 def parse_yaml_mapping(text: str, path: Path) -> dict[str, Any]:
     import yaml
 
@@ -531,6 +620,28 @@ def plan_aider(s: Setting, path: Path | None) -> Plan:
     )
 
 
+def plan_codex(s: Setting, path: Path | None) -> Plan:
+    ours = codex_config(s.base, s.tiers)
+
+    def render(text: str) -> str:
+        parse_toml(text, path)  # a malformed file stops here, before any edit
+        return merge_codex_toml(text, ours)
+
+    return Plan(
+        "codex",
+        _dump_codex(ours),
+        f"put this in {tilde(path)}, or run `ask setup codex --write`",
+        [
+            f"codex reads the key from ${KEY_ENV}: export {KEY_ENV}=$(cat {shell_path(s.key_file)})  "
+            "(in your shell profile)",
+            *s.no_key(),
+            f"then: codex exec 'say hi' (other tiers: codex -m {' or -m '.join(t for t in s.tiers.coding)})",
+        ],
+        path,
+        render,
+    )
+
+
 def plan_env(s: Setting, path: Path | None) -> Plan:
     return Plan(
         "env",
@@ -538,6 +649,12 @@ def plan_env(s: Setting, path: Path | None) -> Plan:
         'eval "$(ask setup env)" in this shell, or add the lines to your shell profile',
         s.no_key(),
     )
+
+
+def _codex_home() -> Path:
+    """Codex keeps its config in $CODEX_HOME, default ~/.codex."""
+    home = os.environ.get("CODEX_HOME")
+    return Path(home) if home else Path.home() / ".codex"
 
 
 def opencode_path() -> Path:
@@ -564,6 +681,7 @@ ASSISTANTS: dict[str, Assistant] = {
         Assistant("claude-code", lambda: Path.home() / ".claude" / "settings.json", plan_claude_code),
         Assistant("continue", lambda: Path.home() / ".continue" / "config.yaml", plan_continue),
         Assistant("aider", lambda: Path.home() / ".aider.conf.yml", plan_aider),
+        Assistant("codex", lambda: _codex_home() / "config.toml", plan_codex),
         Assistant("env", lambda: None, plan_env),
     )
 }
