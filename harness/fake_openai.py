@@ -1,6 +1,7 @@
 """A minimal OpenAI-compatible server (llama-swap / llama.cpp / a cloud API stand-in) that records bodies.
 
-Only what the proxy calls: `POST /v1/chat/completions`, streaming (SSE) and not, and `GET /v1/models`; and,
+Only what the proxy calls: `POST /v1/chat/completions`, streaming (SSE) and not, and `GET /v1/models` (as
+llama.cpp's server, `POST /v1/responses` is a 404); and,
 standing in for Anthropic, `POST /v1/messages` in Anthropic's shape (its SSE event sequence when streaming).
 `fail_with` makes every chat request answer that HTTP status with an OpenAI-shaped error. The API key each
 request carried (`Authorization: Bearer` or `x-api-key`) is recorded in `keys`.
@@ -100,6 +101,9 @@ class _Handler(BaseHTTPRequestHandler):
         fake = self.server.fake
         body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
         key = self.headers.get("x-api-key") or (self.headers.get("Authorization") or "").removeprefix("Bearer ")
+        if self.path.rstrip("/").endswith("/responses"):  # llama-server has no Responses API: its 404
+            self._json(404, {"error": {"code": 404, "message": "File Not Found", "type": "not_found_error"}})
+            return
         fake.record(body, key)
         fake.running = str(body.get("model") or fake.name)
         if fake.fail_with:

@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from harness.fake_ollama import FakeOllama
+from harness.fake_openai import FakeOpenAI
 from harness.stack import Proxy
 
 NINE_B = "qwen3.5:9b"
@@ -122,3 +123,27 @@ def test_an_embedding_asked_of_a_chat_tier_is_one_immediate_400(proxy: Proxy, he
     assert healthy.requests == [] or all(r.path != "/api/embed" for r in healthy.requests)
     call_id = resp.headers.get("x-litellm-call-id")
     assert not [r for r in read_jsonl(proxy.env_path("DEMOTION_LOG")) if r["call_id"] == call_id]
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+def test_claude_codes_route_reaches_an_openai_compatible_backend(
+    proxy: Proxy, healthy: FakeOllama, fake_llama_swap: FakeOpenAI, stream: bool
+) -> None:
+    """/v1/messages to `heavy` (llama-swap): LiteLLM 1.106.2 called the backend's /v1/responses, which llama.cpp's
+    server does not serve, so every Claude Code turn escalated to heavy failed over to think-9b or failed."""
+    fake_llama_swap.reset()
+    body = {"model": "heavy", "max_tokens": 16, "stream": stream, "messages": [{"role": "user", "content": "hi"}]}
+    with proxy.client.stream("POST", "/v1/messages", json=body) as resp:
+        assert resp.status_code == 200, resp.read()
+        text = resp.read().decode()
+    assert resp.headers["x-served-by"] == "heavy" and "x-demoted-from" not in resp.headers
+    assert answer_of(text, stream).strip() == "Hello from gemma-3-27b-it-qat."
+    assert len(fake_llama_swap.bodies) == 1 and "messages" in fake_llama_swap.bodies[0]  # its chat endpoint
+
+
+def answer_of(body: str, stream: bool) -> str:
+    """A /v1/messages answer's text: its text blocks, or a stream's text deltas."""
+    if not stream:
+        return "".join(b["text"] for b in json.loads(body)["content"] if b["type"] == "text")
+    events = [json.loads(line[5:]) for line in body.splitlines() if line.startswith("data:")]
+    return "".join(e["delta"]["text"] for e in events if e.get("delta", {}).get("type") == "text_delta")
