@@ -125,25 +125,20 @@ def test_an_embedding_asked_of_a_chat_tier_is_one_immediate_400(proxy: Proxy, he
     assert not [r for r in read_jsonl(proxy.env_path("DEMOTION_LOG")) if r["call_id"] == call_id]
 
 
+@pytest.mark.parametrize("route", ["/v1/messages", "/v1/responses"])
 @pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
-def test_claude_codes_route_reaches_an_openai_compatible_backend(
-    proxy: Proxy, healthy: FakeOllama, fake_llama_swap: FakeOpenAI, stream: bool
+def test_claude_code_and_codex_routes_reach_an_openai_compatible_backend(
+    proxy: Proxy, healthy: FakeOllama, fake_llama_swap: FakeOpenAI, route: str, stream: bool
 ) -> None:
-    """/v1/messages to `heavy` (llama-swap): LiteLLM 1.106.2 called the backend's /v1/responses, which llama.cpp's
-    server does not serve, so every Claude Code turn escalated to heavy failed over to think-9b or failed."""
+    """/v1/messages (Claude Code) and /v1/responses (Codex) to `heavy` (llama-swap): LiteLLM 1.106.2 called the
+    backend's /v1/responses, which llama.cpp's server does not serve (404), so every turn escalated to heavy
+    failed over to think-9b or failed. They reach its chat endpoint, and nothing of ours goes with them."""
     fake_llama_swap.reset()
-    body = {"model": "heavy", "max_tokens": 16, "stream": stream, "messages": [{"role": "user", "content": "hi"}]}
-    with proxy.client.stream("POST", "/v1/messages", json=body) as resp:
+    body = {**body_for(route, "hi", stream), "model": "heavy"}
+    with proxy.client.stream("POST", route, json=body) as resp:
         assert resp.status_code == 200, resp.read()
         text = resp.read().decode()
     assert resp.headers["x-served-by"] == "heavy" and "x-demoted-from" not in resp.headers
-    assert answer_of(text, stream).strip() == "Hello from gemma-3-27b-it-qat."
-    assert len(fake_llama_swap.bodies) == 1 and "messages" in fake_llama_swap.bodies[0]  # its chat endpoint
-
-
-def answer_of(body: str, stream: bool) -> str:
-    """A /v1/messages answer's text: its text blocks, or a stream's text deltas."""
-    if not stream:
-        return "".join(b["text"] for b in json.loads(body)["content"] if b["type"] == "text")
-    events = [json.loads(line[5:]) for line in body.splitlines() if line.startswith("data:")]
-    return "".join(e["delta"]["text"] for e in events if e.get("delta", {}).get("type") == "text_delta")
+    assert "gemma-3-27b-it-qat" in text  # the stand-in's answer names it
+    [sent] = fake_llama_swap.bodies
+    assert "messages" in sent and "use_chat_completions_api" not in sent  # its chat endpoint, our switch kept
