@@ -56,6 +56,7 @@ class CodingTiers:
     autocomplete: str
     coding: tuple[str, ...]
     context: dict[str, int] = field(default_factory=dict)  # num_ctx where the yaml says it
+    chat: tuple[str, ...] = ()  # every tier that answers chat, in the yaml's order
 
 
 def coding_tiers(config: Mapping[str, Any]) -> CodingTiers:
@@ -67,7 +68,10 @@ def coding_tiers(config: Mapping[str, Any]) -> CodingTiers:
     small = DEFAULT_TIER if DEFAULT_TIER in served else coding[0]
     autocomplete = next((n for n in AUTOCOMPLETE_TIERS if n in served), small)
     context = {t.name: t.num_ctx for t in served if t.num_ctx}
-    return CodingTiers(main=coding[0], small=small, autocomplete=autocomplete, coding=coding, context=context)
+    chat = tuple(t.name for t in served if not t.embeds)
+    return CodingTiers(
+        main=coding[0], small=small, autocomplete=autocomplete, coding=coding, context=context, chat=chat
+    )
 
 
 def load_tiers(config_path: Path | None = None) -> CodingTiers:
@@ -247,6 +251,35 @@ def merge_codex_toml(text: str, ours: dict[str, Any]) -> str:
     merged = "\n".join([*head, *ours_roots, "", *rest, *([""] if rest else []), tables.rstrip("\n")]) + "\n"
     tomllib.loads(merged)  # what Codex will read: a merge that broke the file must not be written
     return merged
+
+
+LLM_KEY_NAME = "ask"  # `llm keys set ask`: never the user's stored OpenAI key, which llm would send here
+
+
+def llm_models(base_url: str, tiers: CodingTiers) -> list[dict[str, Any]]:
+    """`llm`'s extra-openai-models.yaml (https://llm.datasette.io/en/stable/other-models.html#openai-compatible-models):
+    one entry per chat tier. `api_key_name` names the key llm sends; without it llm sends "DUMMY_KEY"."""
+    return [
+        {"model_id": tier, "model_name": tier, "api_base": base_url, "api_key_name": LLM_KEY_NAME}
+        for tier in tiers.chat
+    ]
+
+
+def merge_llm(existing: list[Any], ours: list[dict[str, Any]]) -> list[Any]:
+    """Our tiers' entries replaced, every other model kept in order."""
+    names = {m["model_id"] for m in ours}
+    return [m for m in existing if not (isinstance(m, dict) and m.get("model_id") in names)] + ours
+
+
+def llm_user_dir() -> Path:
+    """Where llm keeps its config (llm.user_dir: LLM_USER_PATH, else click's app dir for io.datasette.llm)."""
+    explicit = os.environ.get("LLM_USER_PATH")
+    if explicit:
+        return Path(explicit)
+    if sys.platform == "darwin":
+        return Path.home() / "Library" / "Application Support" / "io.datasette.llm"
+    xdg = os.environ.get("XDG_CONFIG_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".config") / "io.datasette.llm"
 
 
 def continue_config(base_url: str, tiers: CodingTiers) -> dict[str, Any]:
@@ -465,6 +498,21 @@ def parse_toml(text: str, path: Path | None) -> dict[str, Any]:
         raise SetupError(f"{path}: not valid TOML ({exc}); nothing written") from None
 
 
+def parse_yaml_list(text: str, path: Path | None) -> list[Any]:
+    """llm's list of models; a malformed file stops here, before any edit."""
+    import yaml
+
+    try:
+        found = yaml.safe_load(text) if text.strip() else []
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}:" if mark is not None else ""
+        raise SetupError(f"{path}:{where} not valid YAML; nothing written") from None
+    if not isinstance(found, list):
+        raise SetupError(f"{path}: expected a YAML list of models; nothing written")
+    return found
+
+
 def parse_yaml_mapping(text: str, path: Path) -> dict[str, Any]:
     import yaml
 
@@ -642,6 +690,28 @@ def plan_codex(s: Setting, path: Path | None) -> Plan:
     )
 
 
+def plan_llm(s: Setting, path: Path | None) -> Plan:
+    import yaml
+
+    ours = llm_models(s.base, s.tiers)
+
+    def render(text: str) -> str:
+        return yaml.safe_dump(merge_llm(parse_yaml_list(text, path), ours), sort_keys=False)
+
+    return Plan(
+        "llm",
+        yaml.safe_dump(ours, sort_keys=False),
+        f"put this in {tilde(path)}, or run `ask setup llm --write`",
+        [
+            f'give llm the key once: llm keys set {LLM_KEY_NAME} --value "$(cat {shell_path(s.key_file)})"',
+            *s.no_key(),
+            f"then: llm -m {s.tiers.small} 'say hi'",
+        ],
+        path,
+        render,
+    )
+
+
 def plan_env(s: Setting, path: Path | None) -> Plan:
     return Plan(
         "env",
@@ -682,6 +752,7 @@ ASSISTANTS: dict[str, Assistant] = {
         Assistant("continue", lambda: Path.home() / ".continue" / "config.yaml", plan_continue),
         Assistant("aider", lambda: Path.home() / ".aider.conf.yml", plan_aider),
         Assistant("codex", lambda: _codex_home() / "config.toml", plan_codex),
+        Assistant("llm", lambda: llm_user_dir() / "extra-openai-models.yaml", plan_llm),
         Assistant("env", lambda: None, plan_env),
     )
 }

@@ -25,7 +25,7 @@ KEY = "sk-setup-test-" + "7" * 40
 PROXY = "http://127.0.0.1:4555"
 BASE = PROXY + "/v1"
 CODING = ("coder-30b", "fast-9b", "think-9b", "heavy")
-FILE_TOOLS = ("opencode", "claude-code", "continue", "aider", "codex")
+FILE_TOOLS = ("opencode", "claude-code", "continue", "aider", "codex", "llm")
 
 
 class Terminal(io.StringIO):
@@ -45,8 +45,8 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     home.mkdir()
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.setenv("ASK_PROXY_URL", PROXY)
-    for var in ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN"):
-        monkeypatch.delenv(var, raising=False)
+    for var in ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "XDG_CONFIG_HOME", "CODEX_HOME", "LLM_USER_PATH"):
+        monkeypatch.delenv(var, raising=False)  # every tool's config then lives under this home
     return home
 
 
@@ -173,7 +173,7 @@ def test_without_a_key_yet_the_notes_say_how_to_get_one(home: Path) -> None:
 def test_unknown_tool(key: str) -> None:
     code, out, err = setup("cursor")
     assert code == 2 and out == ""
-    assert err == "ask: unknown tool 'cursor': pick one of opencode, claude-code, continue, aider, codex, env\n"
+    assert err == "ask: unknown tool 'cursor': pick one of opencode, claude-code, continue, aider, codex, llm, env\n"
 
 
 def test_env_has_no_file_to_write(key: str) -> None:
@@ -230,6 +230,7 @@ UNRELATED = {
         "    model: gpt-4o\nrules:\n  - Be terse\n"
     ),
     "aider": "# my aider settings\nauto-commits: false\n\n# which model\nmodel: gpt-4o\ndark-mode: true\n",
+    "llm": "- model_id: mine\n  model_name: gpt-4o-mini\n  api_base: https://example.com/v1\n",
     "codex": (
         '# my codex\nmodel = "gpt-5.5"\napproval_policy = "on-request"\n\n[model_providers.other]\nname = "Other"\n'
         'base_url = "https://example.com/v1"\nenv_key = "OTHER_KEY"\nwire_api = "responses"\n\n'
@@ -264,6 +265,11 @@ def test_write_merges_keeps_unrelated_settings_and_backs_up(key: str, tool: str)
         assert (new["name"], new["version"], new["rules"]) == ("Mine", "1.0.0", ["Be terse"])
         assert new["models"][0] == {"name": "GPT-4o", "provider": "openai", "model": "gpt-4o"}
         assert [m["model"] for m in new["models"][1:]] == [*CODING, "fast-3b"]
+    elif tool == "llm":
+        assert new[0] == {"model_id": "mine", "model_name": "gpt-4o-mini", "api_base": "https://example.com/v1"}
+        assert [m["model_id"] for m in new[1:]] == ["fast-9b", "fast-3b", "fast-1b", "think-9b", "coder-30b", "heavy",
+                                                    "tiny", "council"]  # fmt: skip
+        assert {m["api_base"] for m in new[1:]} == {BASE} and {m["api_key_name"] for m in new[1:]} == {"ask"}
     elif tool == "codex":
         assert path.read_text().startswith("# my codex\n")  # comments and order kept
         assert (new["model"], new["model_provider"]) == ("coder-30b", "local-llm-stack")
@@ -306,6 +312,7 @@ MALFORMED = {
     "continue": ("name: x\nmodels:\n  - name: a\n   bad: [\n", "line "),
     "aider": ("model: a\n  weak-model: b\n", "line 2"),
     "codex": ('model = "a"\n[model_providers.x\n', "line 2"),
+    "llm": ("- model_id: a\n  model_name: [b\n", "line "),
 }
 
 
