@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import json
 import math
 import re
@@ -91,7 +92,13 @@ __all__ = [
 ]
 
 OLLAMA_VERSION = "0.12.0"
-DEFAULT_MODELS: tuple[str, ...] = ("qwen3.5:9b", "llama3.2:3b", "gemma3:1b", "qwen3-coder:30b")
+DEFAULT_MODELS: tuple[str, ...] = (
+    "qwen3.5:9b",
+    "llama3.2:3b",
+    "gemma3:1b",
+    "qwen3-coder:30b",
+    "nomic-embed-text:latest",
+)
 FAULTS: tuple[str, ...] = (
     "http_500",
     "not_found",
@@ -187,6 +194,11 @@ MODEL_SPECS: dict[str, ModelSpec] = {
         overhead=138_000_000,
     ),
 }
+# An embedding model: no completion capability, so /api/chat answers 400 (routes.go ChatHandler).
+MODEL_SPECS["nomic-embed-text:latest"] = ModelSpec(
+    "nomic-bert", "137M", 274_302_450, 2_048, ("embedding",), kv_bytes_per_token=4_096, overhead=50_000_000
+)
+EMBEDDING_DIMENSIONS = 8  # nomic-embed-text has 768; a few are enough to tell inputs apart
 _DEFAULT_SPEC = ModelSpec("llama", "7B", 4_000_000_000, 8_192)
 
 
@@ -1279,6 +1291,7 @@ _ROUTES: dict[str, tuple[str, ...]] = {
     "/api/show": ("POST",),
     "/api/chat": ("POST",),
     "/api/generate": ("POST",),
+    "/api/embed": ("POST",),
     "/_fake/fault": ("POST",),
     "/_fake/reset": ("POST",),
     "/_fake/requests": ("GET",),
@@ -1461,6 +1474,8 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send_json(404, {"error": f"model '{tag}' not found"})
             else:
                 self._send_json(200, payload)
+        elif path == "/api/embed":
+            self._embed(body)
         else:
             self._inference(path == "/api/chat", body, rec)
 
@@ -1499,6 +1514,68 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(200, {"ok": True})
 
     # -- inference -------------------------------------------------------------------------------------
+
+    def _embed(self, body: dict) -> None:
+        """/api/embed as routes.go EmbedHandler: `input` a string or a list of strings (else 400 "invalid input
+        type"), the model scheduled like any other (no capability required: scheduleRunner with none), an empty
+        input answered with no embeddings once loaded, each embedding L2-normalized (`normalize`), and
+        total_duration, load_duration, prompt_eval_count in the answer."""
+        fake = self.server.fake
+        started = time.perf_counter()
+        model = body.get("model")
+        raw = body.get("input")
+        if isinstance(raw, str):
+            inputs = [raw] if raw else []
+        elif isinstance(raw, list) and all(isinstance(i, str) for i in raw):
+            inputs = list(raw)
+        elif raw is None:
+            inputs = []
+        else:
+            self._send_json(400, {"error": "invalid input type"})
+            return
+        if not isinstance(model, str) or fake._pulled(model) is None:
+            self._send_json(404, {"error": f"model '{model}' not found"})
+            return
+        try:
+            session_s = parse_keep_alive(body["keep_alive"]) if body.get("keep_alive") is not None else None
+        except ValueError as exc:
+            self._send_json(400, {"error": str(exc)})
+            return
+        has_session = session_s is not None
+        session_s = fake._default_keep_alive if session_s is None else session_s
+        spec = spec_for(model)
+        num_ctx = min(fake.default_num_ctx, spec.context_length)
+        if not fake.scheduling:
+            fake._begin_load(model, num_ctx, session_s)
+            fake._end_load(model, session_s)
+            runner = None
+        else:
+            try:
+                runner = fake._get_runner(
+                    model, fake._num_ctx(spec, num_ctx), session_s, has_session, self._client_gone
+                )
+            except _Busy:
+                self._send_json(503, {"error": ERR_MAX_QUEUE})
+                return
+            except _Gone:
+                self._abort()
+                return
+        try:
+            loaded = time.perf_counter()
+            vectors = [_embedding(text) for text in inputs]
+            self._send_json(
+                200,
+                {
+                    "model": model,
+                    "embeddings": vectors,
+                    "total_duration": int((time.perf_counter() - started) * 1e9),
+                    "load_duration": int((loaded - started) * 1e9),
+                    "prompt_eval_count": sum(max(1, len(t) // 4) for t in inputs),
+                },
+            )
+        finally:
+            if runner is not None:
+                fake._release_runner(runner)
 
     def _inference(self, chat: bool, body: dict, rec: Recorded) -> None:
         """/api/chat and /api/generate, in the order Ollama checks things (routes.go ChatHandler)."""
@@ -1552,6 +1629,9 @@ class _Handler(BaseHTTPRequestHandler):
             if think_on and "thinking" not in spec.capabilities:
                 self._send_json(400, {"error": f'"{model}" does not support thinking'})
                 return
+        if "completion" not in spec.capabilities:  # an embedding model (routes.go ChatHandler/GenerateHandler)
+            self._send_json(400, {"error": f'"{model}" does not support {"chat" if chat else "generate"}'})
+            return
         if chat and body.get("tools") and "tools" not in spec.capabilities:
             self._send_json(400, {"error": f"{_full_name(name)} does not support tools"})
             return
@@ -1831,3 +1911,11 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def _embedding(text: str) -> list[float]:
+    """A unit vector that depends on the text only: the same input embeds the same, others differ."""
+    digest = hashlib.sha256(text.encode()).digest()
+    raw = [b - 127.5 for b in digest[:EMBEDDING_DIMENSIONS]]
+    norm = math.sqrt(sum(v * v for v in raw)) or 1.0
+    return [round(v / norm, 6) for v in raw]
