@@ -90,8 +90,8 @@ class ContextWindow(CustomLogger):
     async def async_pre_call_deployment_hook(self, kwargs: dict[str, Any], call_type: Any) -> dict[str, Any]:
         deployment = provenance.attempt_deployment(kwargs)
         num_ctx = deployment.num_ctx
-        if not deployment.is_ollama or num_ctx is None:
-            return kwargs
+        if not deployment.is_ollama or num_ctx is None or deployment.mode == "embedding":
+            return kwargs  # an embedding's input is cut by Ollama itself (truncate), with no answer to make room for
         asked = asked_max_tokens(kwargs)
         answer = asked[1] if asked else MIN_ANSWER_TOKENS  # Ollama's own default: until the context is full
         kept = min(answer, MIN_ANSWER_TOKENS)

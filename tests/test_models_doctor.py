@@ -23,7 +23,7 @@ from harness.fake_ollama import FakeOllama
 from harness.fake_openai import FakeOpenAI
 from harness.stack import CONFIG, KEY, Proxy, closed_port_url, free_port
 
-TIERS = ["fast-9b", "fast-3b", "fast-1b", "think-9b", "coder-30b", "heavy", "tiny", "council"]
+TIERS = ["fast-9b", "fast-3b", "fast-1b", "think-9b", "coder-30b", "heavy", "tiny", "embed", "council"]
 CODER = "qwen3-coder:30b"
 
 
@@ -67,6 +67,7 @@ def test_models_shows_each_tier_its_chain_and_keep_alive_from_the_proxy(
         "coder-30b": "30s",
         "heavy": None,
         "tiny": None,
+        "embed": "5m",
         "council": None,
     }
     assert (by_name["coder-30b"]["runtime"], by_name["coder-30b"]["model"]) == ("ollama", CODER)
@@ -211,7 +212,7 @@ def test_budget_on_a_24_gb_machine_names_the_pairs_that_cannot_be_resident_toget
         "cannot be resident together — that is why coder-30b's keep_alive is 30s"
     ) in lines
     pairs = [line for line in lines if " + " in line]
-    assert len(pairs) == 3 and all("coder-30b" in line for line in pairs)  # fast-9b and think-9b: one blob
+    assert len(pairs) == 4 and all("coder-30b" in line for line in pairs)  # fast-9b and think-9b: one blob
     assert any(line.startswith("warn  budget: coder-30b (19.5 GB) alone is more than") for line in lines)
     roomy = [c.line() for c in doctor.budget_checks(tiers, 52.0, "RAM_BUDGET_GB")]
     assert not any("cannot be resident" in line for line in roomy)

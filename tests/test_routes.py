@@ -119,10 +119,31 @@ def test_an_embedding_asked_of_a_chat_tier_is_one_immediate_400(proxy: Proxy, he
 
     resp = proxy.client.post("/v1/embeddings", json={"model": "fast-9b", "input": "hi"})
     assert resp.status_code == 400
-    assert resp.json()["error"]["message"].startswith("fast-9b does not serve embeddings")
+    assert resp.json()["error"]["message"] == "fast-9b does not serve embeddings: ask for embed"
     assert healthy.requests == [] or all(r.path != "/api/embed" for r in healthy.requests)
     call_id = resp.headers.get("x-litellm-call-id")
     assert not [r for r in read_jsonl(proxy.env_path("DEMOTION_LOG")) if r["call_id"] == call_id]
+
+
+def test_the_embed_tier_answers_embeddings_from_ollama_with_the_headers(proxy: Proxy, healthy: FakeOllama) -> None:
+    texts = [f"the sky is blue {uuid.uuid4()}", "the grass is green"]
+    resp = proxy.client.post("/v1/embeddings", json={"model": "embed", "input": texts})
+    assert resp.status_code == 200, resp.text
+    assert resp.headers["x-served-by"] == "embed" and "x-demoted-from" not in resp.headers
+    vectors = [d["embedding"] for d in resp.json()["data"]]
+    assert len(vectors) == 2 and vectors[0] != vectors[1]
+    assert all(abs(sum(v * v for v in vec) - 1) < 1e-3 for vec in vectors)  # Ollama normalizes them
+    again = proxy.client.post("/v1/embeddings", json={"model": "embed", "input": texts[1:]})
+    assert [d["embedding"] for d in again.json()["data"]] == vectors[1:]  # the same text, the same vector
+    sent = [r.body or {} for r in healthy.requests if r.path == "/api/embed"]
+    assert sent and all((b.get("model"), b.get("keep_alive")) == ("nomic-embed-text", "5m") for b in sent)
+
+
+def test_a_chat_asked_of_the_embed_tier_is_one_immediate_400(proxy: Proxy, healthy: FakeOllama) -> None:
+    resp = proxy.chat("embed", "hi")
+    assert resp.status_code == 400
+    assert resp.json()["error"]["message"].startswith("embed serves embeddings only (POST /v1/embeddings)")
+    assert healthy.chat_requests() == []  # Ollama would have said '"nomic-embed-text" does not support chat'
 
 
 @pytest.mark.parametrize("route", ["/v1/messages", "/v1/responses"])

@@ -326,7 +326,7 @@ def _config_with(tmp_path: Path, old: str, new: str) -> Path:
         (
             "- coder-30b: [fast-9b, fast-3b, tiny]",
             "- coder-30b: [fast-9b, fast-4b, tiny]",
-            "router_settings.fallbacks: 'fast-4b' is not a tier (model_list has coder-30b, council, fast-1b,",
+            "router_settings.fallbacks: 'fast-4b' is not a tier (model_list has coder-30b, council, embed, fast-1b,",
         ),
         (
             "      timeout: 60\n",
