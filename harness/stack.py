@@ -224,9 +224,15 @@ def derived_config(path: Path, callbacks: Sequence[str] | None = None, extra: di
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """Every whole line of a JSONL file another process appends to: a last line still being written is not one
+    yet (the callers poll)."""
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    text = path.read_text()
+    lines = [line for line in text.splitlines() if line.strip()]
+    if lines and not text.endswith("\n"):
+        lines.pop()
+    return [json.loads(line) for line in lines]
 
 
 @contextmanager
