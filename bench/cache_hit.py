@@ -3,9 +3,9 @@ beside `python -c pass` (the floor) and `llm --version` (Simon Willison's `llm`,
 
     .venv/bin/python bench/cache_hit.py [--runs 30] [--write-readme]
 
-`llm` is installed on first run into bench/.venv-llm (its openai pin conflicts with litellm's). The cache is
-filled directly, so no proxy or model is needed: this measures only the hit path. Runs are interleaved so
-machine load hits every command alike; medians are reported.
+`llm` is installed on first run into .clients/llm (harness/clients.py: its openai pin conflicts with litellm's).
+The cache is filled directly, so no proxy or model is needed: this measures only the hit path. Runs are
+interleaved so machine load hits every command alike; medians are reported.
 """
 
 from __future__ import annotations
@@ -24,23 +24,16 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench.common import Options, report, table  # noqa: E402
+from harness import clients  # noqa: E402
 from harness.machine import now  # noqa: E402
 from harness.timing import percentile  # noqa: E402
 
-LLM_VENV = ROOT / "bench" / ".venv-llm"
-LLM_VERSION = "0.36"
 PROMPT = "classify this headline: central bank holds rates"
 GOAL_FRACTION = 0.2  # an ask cache hit must cost less than a fifth of `llm --version`
 
 
 def llm_command() -> list[str]:
-    exe = LLM_VENV / "bin" / "llm"
-    if not exe.exists():
-        print(f"installing llm=={LLM_VERSION} into {LLM_VENV} (first run only) ...", file=sys.stderr)
-        subprocess.run([sys.executable, "-m", "venv", str(LLM_VENV)], check=True)
-        pip = [str(LLM_VENV / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
-        subprocess.run([*pip, f"llm=={LLM_VERSION}"], check=True)
-    return [str(exe), "--version"]
+    return [str(clients.install_python("llm")), "--version"]
 
 
 def fill_cache(rows: int) -> None:

@@ -43,14 +43,13 @@ from ask_cli import telemetry  # noqa: E402
 from ask_cli.query import Question  # noqa: E402
 from bench.readme_block import publish  # noqa: E402
 from contract import DEFAULT_TIER, FREE_CLOUD, LOCAL, PREMIUM  # noqa: E402
+from harness import clients  # noqa: E402
 from harness.fake_ollama import FakeOllama  # noqa: E402
 from harness.machine import package_version, recorded  # noqa: E402
 from harness.stack import KEY, closed_port_url, running_proxy  # noqa: E402
 from harness.timing import percentile  # noqa: E402
 
 OUT = ROOT / "bench" / "results" / "cli.json"
-LLM_VENV = ROOT / "bench" / ".venv-llm"
-LLM_VERSION = "0.36"
 LOG_LINES = 100_000
 GOAL_MISS_MS = GOAL_TTFT_MS = 50.0  # over curl's, medians
 GOAL_HELP_MS, GOAL_STATS_MS = 150.0, 500.0
@@ -87,19 +86,13 @@ def timed(arm: Arm, i: int, cwd: Path) -> tuple[float, float | None]:
 
 
 def llm_exe() -> Path | None:
-    """Simon Willison's `llm` in bench/.venv-llm (its openai pin conflicts with litellm's), installed if absent;
-    None if it cannot be installed here."""
-    exe = LLM_VENV / "bin" / "llm"
-    if not exe.exists():
-        print(f"installing llm=={LLM_VERSION} into {LLM_VENV} ...", file=sys.stderr)
-        try:
-            subprocess.run([sys.executable, "-m", "venv", str(LLM_VENV)], check=True)
-            pip = [str(LLM_VENV / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
-            subprocess.run([*pip, f"llm=={LLM_VERSION}"], check=True)
-        except (OSError, subprocess.CalledProcessError) as exc:
-            print(f"llm could not be installed ({exc}): its arm is skipped", file=sys.stderr)
-            return None
-    return exe
+    """Simon Willison's `llm` in its own venv (harness/clients.py: its openai pin conflicts with litellm's),
+    installed if absent; None if it cannot be installed here."""
+    try:
+        return clients.install_python("llm")
+    except (OSError, subprocess.CalledProcessError) as exc:
+        print(f"llm could not be installed ({exc}): its arm is skipped", file=sys.stderr)
+        return None
 
 
 def llm_home(home: Path, proxy_url: str) -> Path:
