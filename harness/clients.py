@@ -43,7 +43,7 @@ def install_python(name: str) -> Path:
     venv = HOME / name
     if binary(name) is None:
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-        pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
+        pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-qq", "--disable-pip-version-check"]
         subprocess.run([*pip, *PYTHON_CLIENTS[name]], check=True)
     found = binary(name)
     assert found is not None, f"{name} did not install into {venv}"
