@@ -11,7 +11,9 @@ asks for thinking on every turn, so each turn to `coder-30b` would fail over to 
   reason "no tools capability"), so the router takes the next tier that has them: a demotion, said as one,
   never tools silently stripped.
 What a model can do is read once per backend and tag (kept `CACHE_S`); when /api/show does not answer within
-`SHOW_TIMEOUT_S` the request goes as sent, and Ollama's own answer decides.
+`SHOW_TIMEOUT_S` the request goes as sent, and Ollama's own answer decides. A deployment that is not Ollama says
+what it can do in its yaml (`model_info.capabilities`): the embedded SmolLM2 has no tools, so a tool request
+that reaches `tiny` fails there with that reason instead of an answer that ignored the tools.
 """
 
 from __future__ import annotations
@@ -75,9 +77,15 @@ class Capabilities(CustomLogger):
     async def async_pre_call_deployment_hook(self, kwargs: dict[str, Any], call_type: Any) -> dict[str, Any]:
         deployment = provenance.attempt_deployment(kwargs)
         thinking, tools = asks_thinking(kwargs), bool(kwargs.get("tools") or kwargs.get("functions"))
-        if not deployment.is_ollama or not deployment.api_base or not (thinking or tools):
+        if not (thinking or tools):
             return kwargs
-        caps = await self.capabilities(deployment.api_base, deployment.model)
+        declared = (kwargs.get("model_info") or {}).get("capabilities")
+        if isinstance(declared, list):
+            caps: frozenset[str] | None = frozenset(map(str, declared))
+        elif deployment.is_ollama and deployment.api_base:
+            caps = await self.capabilities(deployment.api_base, deployment.model)
+        else:
+            caps = None
         if caps is None:
             return kwargs
         tier = deployment.tier

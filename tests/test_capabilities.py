@@ -66,12 +66,25 @@ def test_thinking_on_a_model_that_thinks_is_sent(proxy: Proxy, healthy: FakeOlla
     assert [b.get("think") for b in sent(healthy, "qwen3.5:9b")] == [True]
 
 
-def test_tools_asked_of_a_model_without_them_go_to_the_next_tier_as_a_demotion(
+def test_tools_asked_of_models_without_them_are_never_sent_there_and_the_error_says_why(
     proxy: Proxy, healthy: FakeOllama
 ) -> None:
+    """fast-1b (gemma3:1b) and the rest of its chain, tiny (SmolLM2), have no tools: the request reaches neither
+    and fails with both reasons (before: Ollama's 400 for gemma, then tiny answered as if no tools were asked)."""
     resp = proxy.chat("fast-1b", f"{uuid.uuid4()} read setup.py", max_tokens=32, tools=TOOLS)
-    assert resp.status_code == 200, resp.text
-    assert resp.headers["x-demoted-from"] == "fast-1b" and resp.headers["x-served-by"] != "fast-1b"
+    assert resp.status_code >= 500, resp.text
+    message = resp.json()["error"]["message"]
+    assert "fast-1b: no tools capability (gemma3:1b)" in message
+    assert "tiny: no tools capability (smollm2-135m-instruct)" in message
     assert healthy.chat_requests(ONE_B) == []  # never sent there: Ollama would have said 400
-    record = proxy.demotion(resp.headers["x-litellm-call-id"])
-    assert record["failed"][0] == "fast-1b: no tools capability (gemma3:1b)"
+    record = proxy.demotion(resp.headers.get("x-litellm-call-id"))
+    assert record["served"] is None and record["failed"] == [
+        "fast-1b: no tools capability (gemma3:1b)",
+        "tiny: no tools capability (smollm2-135m-instruct)",
+    ]
+
+
+def test_a_tools_request_on_a_tier_that_has_them_is_sent_with_them(proxy: Proxy, healthy: FakeOllama) -> None:
+    resp = proxy.chat("fast-3b", f"{uuid.uuid4()} read setup.py", max_tokens=32, tools=TOOLS)
+    assert resp.status_code == 200 and resp.headers["x-served-by"] == "fast-3b"
+    assert [b.get("tools") for b in sent(healthy, "llama3.2:3b")] == [TOOLS]
