@@ -32,6 +32,9 @@ from litellm.integrations.custom_logger import CustomLogger
 
 from contract import MAX_TOKENS_CLAMPED
 from plugins import provenance
+from plugins.log import logger
+
+log = logger("context_window")
 
 # What the backend renders into its context, in each route's shape: chat and completions (`messages`, `tools`,
 # `functions`), /v1/messages (`system`, Anthropic blocks), /v1/responses (`instructions`, `input`).
@@ -51,7 +54,7 @@ MIN_ANSWER_TOKENS = 512
 def _without_images(value: Any, images: list[int]) -> Any:
     """`value` with every image part emptied (its bytes are not its token cost), counting them in `images`."""
     if isinstance(value, Mapping):
-        if value.get("type") in IMAGE_TYPES:
+        if isinstance(value.get("type"), str) and value["type"] in IMAGE_TYPES:  # a schema's "type" can be a dict
             images[0] += 1
             return {}
         return {k: _without_images(v, images) for k, v in value.items()}
@@ -95,8 +98,12 @@ class ContextWindow(CustomLogger):
         asked = asked_max_tokens(kwargs)
         answer = asked[1] if asked else MIN_ANSWER_TOKENS  # Ollama's own default: until the context is full
         kept = min(answer, MIN_ANSWER_TOKENS)
-        text, images = rendered(kwargs)
-        needed = estimate(str(kwargs.get("model", "")), text, images, upper_bound=num_ctx - answer)
+        try:
+            text, images = rendered(kwargs)
+            needed = estimate(str(kwargs.get("model", "")), text, images, upper_bound=num_ctx - answer)
+        except Exception:  # a request shape this cannot count must not fail the request: Ollama will judge it
+            log.exception("context_window: could not count the request for %s; sent as it is", deployment.tier)
+            return kwargs
         if needed + answer <= num_ctx:
             return kwargs
         call_id = kwargs.get("litellm_call_id")

@@ -134,3 +134,15 @@ def test_images_count_at_their_token_cost() -> None:
     plain = context_window.estimate("ollama_chat/qwen3.5:9b", *context_window.rendered(text_only))
     seen = context_window.estimate("ollama_chat/qwen3.5:9b", text, images)
     assert context_window.IMAGE_TOKENS <= seen - plain < context_window.IMAGE_TOKENS + 20
+
+
+def test_a_schema_with_a_property_named_type_is_counted() -> None:
+    """Codex's tool schemas have properties named `type` whose value is a schema (a dict): counting crashed on
+    them, and the crash failed the attempt with no reason on record."""
+    tool = {
+        "type": "function",
+        "name": "shell",
+        "parameters": {"type": "object", "properties": {"type": {"type": "string", "enum": ["a", "b"]}}},
+    }
+    text, images = context_window.rendered({"input": "hi", "tools": [tool]})
+    assert images == 0 and '"enum": ["a", "b"]' in text
