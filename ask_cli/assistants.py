@@ -213,13 +213,19 @@ def _toml_value(value: Any) -> str:
     return json.dumps(value) if isinstance(value, str) else str(value)
 
 
-def _dump_codex(ours: dict[str, Any]) -> str:
-    roots = [f"{k} = {_toml_value(v)}" for k, v in ours.items() if not isinstance(v, dict)]
-    tables = [
+def _codex_roots(ours: dict[str, Any]) -> list[str]:
+    return [f"{k} = {_toml_value(v)}" for k, v in ours.items() if not isinstance(v, dict)]
+
+
+def _codex_tables(ours: dict[str, Any]) -> str:
+    return "\n".join(
         f"[model_providers.{name}]\n" + "".join(f"{k} = {_toml_value(v)}\n" for k, v in table.items())
         for name, table in ours["model_providers"].items()
-    ]
-    return "\n".join(roots) + "\n\n" + "\n".join(tables)
+    )
+
+
+def _dump_codex(ours: dict[str, Any]) -> str:
+    return "\n".join(_codex_roots(ours)) + "\n\n" + _codex_tables(ours)
 
 
 def merge_codex_toml(text: str, ours: dict[str, Any]) -> str:
@@ -227,28 +233,26 @@ def merge_codex_toml(text: str, ours: dict[str, Any]) -> str:
     written (comments, other providers, profiles). TOML needs root keys before the first table."""
     import tomllib
 
-    lines = text.splitlines()
     table_re = re.compile(r"^\s*\[")
     ours_header = re.compile(rf"^\s*\[\s*model_providers\.{re.escape(CODEX_PROVIDER)}\s*\]")
     kept: list[str] = []
     skipping = False
-    for line in lines:
+    for line in text.splitlines():
         if table_re.match(line):
             skipping = bool(ours_header.match(line))
         if not skipping:
             kept.append(line)
     first_table = next((i for i, line in enumerate(kept) if table_re.match(line)), len(kept))
-    roots = {k: v for k, v in ours.items() if not isinstance(v, dict)}
+    roots = [k for k, v in ours.items() if not isinstance(v, dict)]
     root_re = re.compile(rf"^\s*({'|'.join(map(re.escape, roots))})\s*=")
     head = [line for line in kept[:first_table] if not root_re.match(line)]
     while head and not head[-1].strip():
         head.pop()
-    ours_roots = [f"{k} = {_toml_value(v)}" for k, v in roots.items()]
     rest = kept[first_table:]
     while rest and not rest[-1].strip():
         rest.pop()
-    tables = _dump_codex(ours).split("\n\n", 1)[1]
-    merged = "\n".join([*head, *ours_roots, "", *rest, *([""] if rest else []), tables.rstrip("\n")]) + "\n"
+    tables = _codex_tables(ours).rstrip("\n")
+    merged = "\n".join([*head, *_codex_roots(ours), "", *rest, *([""] if rest else []), tables]) + "\n"
     tomllib.loads(merged)  # what Codex will read: a merge that broke the file must not be written
     return merged
 

@@ -34,9 +34,7 @@ def listening_url() -> str | None:
             state = json.load(f)
         os.kill(int(state["pid"]), 0)
         return str(state["url"])
-    except PermissionError:  # a process of another user has that pid: not ours
-        return None
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError):  # no file, a torn one, or its pid gone (or another user's)
         return None
 
 

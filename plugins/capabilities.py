@@ -35,15 +35,6 @@ CACHE_S = 300.0
 THINKING_KEYS = ("thinking", "reasoning_effort", "think")
 
 
-class NoCapability(Exception):
-    """The tier's model cannot do what the request needs: the router moves down the chain."""
-
-    status_code = 503
-
-    def __init__(self, tier: str, reason: str) -> None:
-        super().__init__(f"{tier}: {reason}")
-
-
 def asks_thinking(kwargs: dict[str, Any]) -> bool:
     thinking = kwargs.get("thinking")
     if isinstance(thinking, dict):
@@ -92,7 +83,7 @@ class Capabilities(CustomLogger):
         if tools and "tools" not in caps:
             reason = f"no tools capability ({deployment.model})"
             provenance.note_failure(kwargs.get("litellm_call_id"), tier, reason)
-            raise NoCapability(tier, reason)
+            raise provenance.Refused(tier, reason)
         if thinking and "thinking" not in caps:
             for key in THINKING_KEYS:
                 kwargs.pop(key, None)

@@ -102,7 +102,7 @@ class ContextWindow(CustomLogger):
             text, images = rendered(kwargs)
             needed = estimate(str(kwargs.get("model", "")), text, images, upper_bound=num_ctx - answer)
         except Exception:  # a request shape this cannot count must not fail the request: Ollama will judge it
-            log.exception("context_window: could not count the request for %s; sent as it is", deployment.tier)
+            log.exception("could not count the request for %s; sent as it is", deployment.tier)
             return kwargs
         if needed + answer <= num_ctx:
             return kwargs

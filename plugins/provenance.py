@@ -63,6 +63,18 @@ class Hop:
         return f"{self.tier}: {self.reason}"
 
 
+class Refused(Exception):
+    """An attempt a plugin stops before its backend (the model would not fit the RAM budget, its backend hangs,
+    it lacks a capability the request needs): the router moves down the chain, and the reason is the hop's in
+    the headers and the demotion log."""
+
+    status_code = 503
+
+    def __init__(self, tier: str, reason: str) -> None:
+        super().__init__(f"{tier}: {reason}")
+        self.tier, self.reason = tier, reason
+
+
 @dataclass
 class Ledger:
     """What one call did, in order."""

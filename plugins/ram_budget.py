@@ -38,7 +38,7 @@ from contract import memory
 from contract.tiers import Deployment
 from plugins import provenance
 from plugins.log import logger
-from plugins.provenance import REMEMBERED_CALLS, BoundedMap
+from plugins.provenance import REMEMBERED_CALLS, BoundedMap, Refused
 
 OFF_ENV = "RAM_BUDGET"  # "off": the plugin admits everything (Ollama's own scheduling only)
 LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
@@ -52,17 +52,6 @@ PROBE_TTL_S = 1.0  # a warm request trusts what `/api/ps` said this recently
 PROBE_TIMEOUT_S = 5.0
 LOADING_MARGIN_S = 5.0  # added to a cold attempt's timeout beyond the load time itself
 MIN_HOP_S = 1.0  # less than this left of a request's deadline: the next hop is not worth starting
-
-
-class Refused(Exception):
-    """A local model that cannot be used now (it would not fit, or its backend hangs): the router moves down the
-    chain, and the reason is the hop's in the headers and the demotion log."""
-
-    status_code = 503
-
-    def __init__(self, tier: str, reason: str) -> None:
-        super().__init__(f"{tier}: {reason}")
-        self.tier, self.reason = tier, reason
 
 
 class Policy(NamedTuple):
