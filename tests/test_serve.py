@@ -183,6 +183,7 @@ def test_cloud_refuses_a_config_that_routes_into_premium(tmp_path: Path) -> None
 
 
 def test_cloud_says_which_lanes_are_absent_and_serves(tmp_path: Path, fake_ollama: object, tiny_url: str) -> None:
+    fake_ollama.reset()  # type: ignore[attr-defined]  # no fault an earlier test left
     env = stack_env(
         tmp_path,
         OLLAMA_API_BASE=fake_ollama.url,
@@ -220,7 +221,9 @@ def test_a_secrets_file_others_can_read_stops_the_start(tmp_path: Path) -> None:
 
 
 def _against_fakes(tmp_path: Path, fake_ollama: object, tiny_url: str) -> dict[str, str]:
-    """A stack whose tiers answer from the session's fake Ollama and real embedded model; llama-swap absent."""
+    """A stack whose tiers answer from the session's fake Ollama (no fault an earlier test left) and real
+    embedded model; llama-swap absent."""
+    fake_ollama.reset()  # type: ignore[attr-defined]
     return stack_env(
         tmp_path,
         OLLAMA_API_BASE=fake_ollama.url,  # type: ignore[attr-defined]
